@@ -1,0 +1,260 @@
+"""The contracts every component kind honours, built-in or plugin.
+
+A plugin subclasses one of these bases and declares it in its package's entry points; the registry
+checks the base class when it imports the plugin. Options are the keyword arguments of
+``__init__`` (type-annotated; the registry validates them with pydantic and rejects unknown ones).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+
+class ComponentInputError(ValueError):
+    """A component was called with input it cannot serve (shape, dtype, support, batch size)."""
+
+
+# Priors ------------------------------------------------------------------------------------------
+class Prior(ABC):
+    """A reference distribution Z in the latent space, with the statistics divergences need."""
+
+    #: "sphere": codes lie on the unit sphere S^{M-1} in R^M; "euclidean": codes are anywhere in R^M.
+    support: ClassVar[Literal["sphere", "euclidean"]]
+
+    def __init__(self, dim: int) -> None:
+        if dim < 1:
+            raise ValueError(f"dim must be a positive integer, got {dim}")
+        self.dim = int(dim)
+
+    @abstractmethod
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor:
+        """``n`` independent draws, shape (n, dim)."""
+
+    @abstractmethod
+    def project(self, raw: Tensor) -> Tensor:
+        """Map an encoder's raw output onto the prior's support (the encoder's last layer)."""
+
+    @abstractmethod
+    def mean(self) -> Tensor:
+        """Analytic per-coordinate mean, shape (dim,), float64."""
+
+    @abstractmethod
+    def variance(self) -> Tensor:
+        """Analytic per-coordinate variance, shape (dim,), float64."""
+
+    @abstractmethod
+    def entropy(self) -> float:
+        """Differential entropy in nats, w.r.t. the support's own measure."""
+
+    def check_support(self, codes: Tensor, *, atol: float | None = None) -> None:
+        """Raise ComponentInputError when ``codes`` are not points of the support."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(dim={self.dim})"
+
+
+# Divergences -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DivergenceGuarantees:
+    """What a divergence promises; the conformance kit checks exactly these.
+
+    nonnegative: "exact" (every batch), "expectation" (sample estimators: the mean over batches is
+    >= -tolerance) or "none".
+    zero_at_equality: "exact" (0 whenever codes match the prior's statistics), "expectation"
+    (unbiased at the prior within ``tolerance``), "population" (0 only in the infinite-batch limit;
+    the kit allows ``tolerance`` at the batch sizes it draws) or "none".
+    """
+
+    nonnegative: Literal["exact", "expectation", "none"] = "exact"
+    zero_at_equality: Literal["exact", "expectation", "population", "none"] = "population"
+    tolerance: float = 0.0
+    supports: tuple[str, ...] = ("sphere", "euclidean")
+
+
+class Divergence(ABC):
+    """D(codes || prior), estimated from one batch of codes.
+
+    Call as ``divergence(codes, prior)``: codes is a (B, M) floating tensor on the prior's
+    support; the result is a differentiable 0-dim tensor with the codes' dtype and device.
+    Subclasses implement :meth:`compute`; :meth:`__call__` validates the input first.
+    """
+
+    guarantees: ClassVar[DivergenceGuarantees] = DivergenceGuarantees()
+
+    def min_batch(self) -> int:
+        """The smallest batch the estimator is defined for."""
+        return 2
+
+    @abstractmethod
+    def compute(self, codes: Tensor, prior: Prior) -> Tensor: ...
+
+    def validate(self, codes: Tensor, prior: Prior) -> None:
+        name = type(self).__name__
+        if not isinstance(codes, Tensor):
+            raise ComponentInputError(f"{name}: codes must be a torch.Tensor, got {type(codes)}")
+        if codes.ndim != 2:
+            raise ComponentInputError(
+                f"{name}: codes must have shape (batch, {prior.dim}), got {tuple(codes.shape)}"
+            )
+        if codes.shape[1] != prior.dim:
+            raise ComponentInputError(
+                f"{name}: codes have {codes.shape[1]} dimensions but the prior has "
+                f"dim={prior.dim}; expected shape (batch, {prior.dim})"
+            )
+        if not codes.is_floating_point():
+            raise ComponentInputError(f"{name}: codes must be floating point, got {codes.dtype}")
+        if codes.shape[0] < self.min_batch():
+            raise ComponentInputError(
+                f"{name}: batch of {codes.shape[0]} codes is too small; this estimator needs "
+                f"at least {self.min_batch()} codes"
+            )
+        if not bool(torch.isfinite(codes).all()):
+            bad = int((~torch.isfinite(codes)).any(dim=1).sum())
+            raise ComponentInputError(f"{name}: {bad} code(s) contain NaN or inf")
+        if prior.support not in self.guarantees.supports:
+            raise ComponentInputError(
+                f"{name} cannot serve a prior with {prior.support!r} support "
+                f"({type(prior).__name__}); it supports: {', '.join(self.guarantees.supports)}"
+            )
+        prior.check_support(codes)
+
+    def __call__(self, codes: Tensor, prior: Prior) -> Tensor:
+        self.validate(codes, prior)
+        return self.compute(codes, prior)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+# Reconstruction losses ---------------------------------------------------------------------------
+class ReconstructionLoss(ABC):
+    """A per-sample distance between a target and its reconstruction, usable in data or latent space."""
+
+    @abstractmethod
+    def per_sample(self, target: Tensor, reconstruction: Tensor) -> Tensor:
+        """Shape (B,): one non-negative number per sample."""
+
+    def __call__(self, target: Tensor, reconstruction: Tensor) -> Tensor:
+        if target.shape != reconstruction.shape:
+            raise ComponentInputError(
+                f"{type(self).__name__}: target shape {tuple(target.shape)} differs from "
+                f"reconstruction shape {tuple(reconstruction.shape)}"
+            )
+        return self.per_sample(target, reconstruction).mean()
+
+
+# Backbones ---------------------------------------------------------------------------------------
+class Encoder(nn.Module):
+    """x (and an optional condition) -> codes on the prior's support."""
+
+    def __init__(self, prior: Prior) -> None:
+        super().__init__()
+        self._project = prior.project
+
+    @abstractmethod
+    def raw(self, x: Tensor, condition: Tensor | None = None) -> Tensor: ...
+
+    def forward(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
+        return self._project(self.raw(x, condition))
+
+
+class Generator(nn.Module):
+    """codes (and an optional condition) -> data."""
+
+    @abstractmethod
+    def forward(self, z: Tensor, condition: Tensor | None = None) -> Tensor: ...
+
+
+@dataclass
+class EncoderGenerator:
+    encoder: Encoder
+    generator: Generator
+
+
+class Backbone(ABC):
+    """Builds an encoder/generator pair for a data shape and a latent size."""
+
+    @abstractmethod
+    def build(
+        self,
+        data_shape: Sequence[int],
+        latent_dim: int,
+        prior: Prior,
+        condition_shape: Sequence[int] | None = None,
+    ) -> EncoderGenerator: ...
+
+
+# Data sets ---------------------------------------------------------------------------------------
+class DataSource(ABC):
+    """A data set with deterministic train and test splits.
+
+    Items of :meth:`split` are ``(x, label)``; images are float tensors (C, H, W) in [-1, 1],
+    vectors are float tensors (D,). Data small enough to live in memory also offers
+    :meth:`tensors`, which the trainer moves to the device in one piece.
+    """
+
+    kind: ClassVar[Literal["image", "vector"]] = "image"
+
+    @property
+    @abstractmethod
+    def shape(self) -> tuple[int, ...]:
+        """The shape of one sample x."""
+
+    @abstractmethod
+    def split(self, name: Literal["train", "test"]) -> torch.utils.data.Dataset[Any]: ...
+
+    def tensors(self, name: Literal["train", "test"]) -> tuple[Tensor, Tensor] | None:
+        """(x, labels) of a whole split when it fits in memory, else None."""
+        return None
+
+
+# Metrics -----------------------------------------------------------------------------------------
+class Metric(ABC):
+    """An evaluation of a trained model; returns named numbers plus the protocol that produced them."""
+
+    @abstractmethod
+    def __call__(self, context: Any) -> dict[str, Any]: ...
+
+
+BASE_CLASSES: dict[str, type] = {
+    "prior": Prior,
+    "divergence": Divergence,
+    "backbone": Backbone,
+    "loss": ReconstructionLoss,
+    "dataset": DataSource,
+    "metric": Metric,
+}
+
+
+def log_sphere_area(dim: int) -> float:
+    """log |S^{dim-1}|, the surface area of the unit sphere in R^dim."""
+    return math.log(2.0) + (dim / 2) * math.log(math.pi) - math.lgamma(dim / 2)
+
+
+@dataclass
+class EvaluationContext:
+    """Everything a metric may look at: the trained pair, the prior, the data and where to cache."""
+
+    encoder: Encoder
+    generator: Generator
+    prior: Prior
+    data: DataSource
+    dataset_name: str
+    device: torch.device
+    seed: int
+    cache_dir: Any  # pathlib.Path; Any keeps this module free of filesystem concerns
+    divergences: dict[str, Divergence]
