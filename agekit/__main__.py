@@ -1,0 +1,5 @@
+import sys
+
+from agekit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,222 @@
+"""Experiment configuration: pydantic models (unknown keys are errors) loaded from TOML.
+
+A TOML file is validated completely, component names and options included, before any work
+starts; an error names the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A configuration file or mapping is invalid; the message says where and why."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Component(Strict):
+    """A registered component by name, with the options its ``__init__`` accepts."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataConfig(Component):
+    name: str = "mnist5k"
+    batch_size: int = Field(64, ge=2)
+    #: DataLoader workers for data that does not live in memory.
+    workers: int = Field(0, ge=0)
+
+
+class PriorConfig(Component):
+    name: str = "sphere"
+    #: The latent dimension M.
+    dim: int = Field(64, ge=1)
+
+
+class DivergenceConfig(Component):
+    name: str = "gaussian-kl"
+
+
+class BackboneConfig(Component):
+    name: str = "dcgan"
+
+
+class AdaptiveAdversary(Strict):
+    """The reference code's ``--adaptive_advesary_weight`` controller, on agekit's divergence scale.
+
+    After every iteration the encoder's weight on D(e(g(z))) grows by ``increase`` (times
+    lr / start lr); when D(e(x)) or D(e(g(z))) exceeds ``threshold`` it drops by ``decrease``,
+    floored at 0. It keeps the encoder from driving both divergences far from the prior, which is
+    how a plain implementation collapses the encoder.
+    """
+
+    increase: float = Field(0.001, ge=0)
+    decrease: float = Field(0.02, ge=0)
+    threshold: float = Field(1.0, gt=0)
+    initial: float = Field(1.0, ge=0)
+    maximum: float = Field(1.0, gt=0)
+
+
+class GameConfig(Strict):
+    """The weights of the two objectives (paper eq. 5 and 6) and the update plan."""
+
+    #: lambda: latent reconstruction L_Z in the generator step.
+    latent_weight: float = Field(1000.0, ge=0)
+    #: mu: data reconstruction L_X in the encoder step.
+    data_weight: float = Field(10.0, ge=0)
+    #: Optional terms the paper leaves out (its figure 9 shows why the first one blurs samples).
+    generator_data_weight: float = Field(0.0, ge=0)
+    encoder_latent_weight: float = Field(0.0, ge=0)
+    gen_steps_per_encoder_step: int = Field(2, ge=1)
+    data_loss: Component = Field(default_factory=lambda: Component(name="l1"))
+    latent_loss: Component = Field(default_factory=lambda: Component(name="l2"))
+    #: Safeguard: the encoder's reward for D(e(g(z))) stops growing beyond this value.
+    fake_margin: float | None = Field(None, gt=0)
+    #: Safeguard: the reference code's adaptive weight on D(e(g(z))) in the encoder step.
+    adaptive_adversary: AdaptiveAdversary | None = None
+
+
+class OptimConfig(Strict):
+    lr: float = Field(2e-4, gt=0)
+    betas: tuple[float, float] = (0.5, 0.999)
+    #: Multiply both learning rates by ``lr_drop_factor`` every ``lr_drop_every`` epochs.
+    lr_drop_every: int | None = Field(None, ge=1)
+    lr_drop_factor: float = Field(0.5, gt=0, le=1)
+
+
+class TrainConfig(Strict):
+    #: Budget: iterations (one encoder update plus its generator updates) and/or epochs.
+    steps: int | None = Field(None, ge=1)
+    epochs: int | None = Field(None, ge=1)
+    #: Optional wall-clock limit; the run checkpoints and stops when it is reached.
+    max_minutes: float | None = Field(None, gt=0)
+    device: str = "auto"
+    seed: int = 0
+    precision: Literal["fp32", "bf16"] = "fp32"
+    compile: bool = False
+    channels_last: bool = False
+    checkpoint_every: int = Field(500, ge=1)
+    keep_checkpoints: int = Field(3, ge=1)
+    log_every: int = Field(25, ge=1)
+    image_every: int = Field(500, ge=1)
+    grid_size: int = Field(64, ge=1)
+    progress: bool = True
+
+    @model_validator(mode="after")
+    def _budget(self) -> TrainConfig:
+        if self.steps is None and self.epochs is None and self.max_minutes is None:
+            raise ValueError("set a budget: train.steps, train.epochs or train.max_minutes")
+        return self
+
+
+class ExperimentConfig(Strict):
+    name: str = "age"
+    #: A named recipe (see agekit.recipes) whose values the file's keys override.
+    recipe: str | None = None
+    out_dir: str = "runs"
+    data: DataConfig = Field(default_factory=DataConfig)
+    prior: PriorConfig = Field(default_factory=PriorConfig)
+    divergence: DivergenceConfig = Field(default_factory=DivergenceConfig)
+    backbone: BackboneConfig = Field(default_factory=BackboneConfig)
+    game: GameConfig = Field(default_factory=GameConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=1000))
+
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        else:
+            got = err.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"  {key}: {err['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def parse_config(raw: dict[str, Any], source: str = "<config>") -> ExperimentConfig:
+    """Validate a mapping (recipe applied) and every component it names."""
+    from agekit.recipes import apply_recipe
+
+    try:
+        raw = apply_recipe(raw)
+    except KeyError as exc:
+        raise ConfigError(f"{source}: recipe: {exc.args[0]}") from None
+    try:
+        config = ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from None
+    validate_components(config, source)
+    return config
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    if overrides:
+        raw = deep_merge(raw, overrides)
+    return parse_config(raw, str(path))
+
+
+def validate_components(config: ExperimentConfig, source: str) -> None:
+    """Resolve every named component and check its options, importing what is needed.
+
+    Runs before any training so a typo in a plugin name or option fails in a second, not after
+    an hour of the first run of a study.
+    """
+    from agekit.registry import REGISTRY, RegistryError, validate_options
+
+    checks: list[tuple[str, str, str, dict[str, Any]]] = [
+        ("data", "dataset", config.data.name, config.data.options),
+        ("prior", "prior", config.prior.name, {"dim": config.prior.dim, **config.prior.options}),
+        ("divergence", "divergence", config.divergence.name, config.divergence.options),
+        ("backbone", "backbone", config.backbone.name, config.backbone.options),
+        ("game.data_loss", "loss", config.game.data_loss.name, config.game.data_loss.options),
+        ("game.latent_loss", "loss", config.game.latent_loss.name, config.game.latent_loss.options),
+    ]
+    for key, kind, name, options in checks:
+        try:
+            factory = REGISTRY.load(kind, name)
+            validate_options(factory, options, f"{kind} {name!r}")
+        except RegistryError as exc:
+            raise ConfigError(f"{source}: {key}: {exc}") from None
+
+
+def config_to_dict(config: ExperimentConfig) -> dict[str, Any]:
+    return config.model_dump(mode="json")

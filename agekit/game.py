@@ -1,0 +1,105 @@
+"""The AGE game: the two objectives of the paper (eq. 5 and 6), and nothing else.
+
+Pure: given an encoder, a generator, a prior, a divergence and two reconstruction losses, it turns
+batches into losses. It owns no optimiser, no device and no loop (that is the trainer's job), so
+the same objectives serve the trainer, the tests and any custom loop a researcher writes.
+
+Signs, as the trainer minimises every loss it is given:
+    generator loss = D(e(g(z))) + lambda * L_Z(z, e(g(z)))      [+ w * L_X(x, g(e(x)))]
+    encoder loss   = D(e(x)) - a * D(e(g(z))) + mu * L_X(x, g(e(x)))  [+ w * L_Z(z, e(g(z)))]
+where a is the adversary weight (1 in the paper; the adaptive safeguard moves it), and generated
+images are detached in the encoder step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from agekit.components import Divergence, Encoder, Generator, Prior, ReconstructionLoss
+
+
+@dataclass(frozen=True)
+class GameWeights:
+    latent_weight: float = 1000.0  # lambda
+    data_weight: float = 10.0  # mu
+    generator_data_weight: float = 0.0
+    encoder_latent_weight: float = 0.0
+    #: The encoder's reward for D(e(g(z))) is min(D, fake_margin) when set.
+    fake_margin: float | None = None
+
+
+@dataclass
+class StepLosses:
+    """A step's loss to minimise and its terms (detached floats are taken by the caller)."""
+
+    loss: Tensor
+    terms: dict[str, Tensor] = field(default_factory=dict)
+
+
+class AGEGame:
+    def __init__(
+        self,
+        encoder: Encoder,
+        generator: Generator,
+        prior: Prior,
+        divergence: Divergence,
+        data_loss: ReconstructionLoss,
+        latent_loss: ReconstructionLoss,
+        weights: GameWeights | None = None,
+    ) -> None:
+        self.encoder = encoder
+        self.generator = generator
+        self.prior = prior
+        self.divergence = divergence
+        self.data_loss = data_loss
+        self.latent_loss = latent_loss
+        self.weights = weights or GameWeights()
+
+    def generator_step(
+        self, z: Tensor, x: Tensor | None = None, condition: Tensor | None = None
+    ) -> StepLosses:
+        """Eq. (5): the generator pulls e(g(z)) onto the prior and keeps z recoverable."""
+        w = self.weights
+        fake = self.generator(z, condition)
+        fake_codes = self.encoder(fake, condition)
+        kl_fake = self.divergence(fake_codes, self.prior)
+        latent_rec = self.latent_loss(z, fake_codes)
+        loss = kl_fake + w.latent_weight * latent_rec
+        terms = {"kl_fake": kl_fake, "latent_rec": latent_rec}
+        if w.generator_data_weight > 0:
+            if x is None:
+                raise ValueError("generator_data_weight > 0 needs a real batch x")
+            data_rec = self.data_loss(x, self.generator(self.encoder(x, condition), condition))
+            loss = loss + w.generator_data_weight * data_rec
+            terms["data_rec"] = data_rec
+        return StepLosses(loss, terms)
+
+    def encoder_step(
+        self,
+        x: Tensor,
+        z: Tensor,
+        condition: Tensor | None = None,
+        fake_condition: Tensor | None = None,
+        adversary_weight: float = 1.0,
+    ) -> StepLosses:
+        """Eq. (6): the encoder spreads real codes over the prior, pushes generated codes away
+        from it, and keeps x recoverable from e(x)."""
+        w = self.weights
+        with torch.no_grad():
+            fake = self.generator(z, fake_condition if fake_condition is not None else condition)
+        fake_codes = self.encoder(fake, fake_condition if fake_condition is not None else condition)
+        real_codes = self.encoder(x, condition)
+        kl_fake = self.divergence(fake_codes, self.prior)
+        kl_real = self.divergence(real_codes, self.prior)
+        data_rec = self.data_loss(x, self.generator(real_codes, condition))
+        adversarial = kl_fake if w.fake_margin is None else torch.clamp(kl_fake, max=w.fake_margin)
+        loss = kl_real - adversary_weight * adversarial + w.data_weight * data_rec
+        terms = {"kl_real": kl_real, "kl_fake_enc": kl_fake, "data_rec": data_rec}
+        if w.encoder_latent_weight > 0:
+            latent_rec = self.latent_loss(z, fake_codes)
+            loss = loss + w.encoder_latent_weight * latent_rec
+            terms["latent_rec_enc"] = latent_rec
+        return StepLosses(loss, terms)

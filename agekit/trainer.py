@@ -1,0 +1,571 @@
+"""The training loop: devices, optimisers, schedule, checkpoints, logging, callbacks.
+
+The objectives live in :mod:`agekit.game`; this module only decides when each one is minimised,
+on which device, and what is written to disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from agekit import checkpoint as ckpt
+from agekit.components import DataSource, EncoderGenerator, Prior
+from agekit.config import ExperimentConfig, config_to_dict
+from agekit.game import AGEGame, GameWeights
+from agekit.registry import create
+from agekit.visual import save_pairs_grid, save_samples
+
+
+class TrainingDiverged(RuntimeError):
+    """A term of the game became NaN or inf."""
+
+
+class DeviceUnavailable(RuntimeError):
+    pass
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto`` picks CUDA when present; an explicit device that is not there is an error."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise DeviceUnavailable(
+            f"train.device: {spec!r} is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceUnavailable(
+                f"train.device = {spec!r} but CUDA is not available on this machine "
+                "(agekit never falls back to another device; use 'auto' or 'cpu')"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceUnavailable(
+                f"train.device = {spec!r} but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
+    elif device.type != "cpu":
+        raise DeviceUnavailable(f"train.device: unsupported device type {device.type!r}")
+    return device
+
+
+class Callback(Protocol):
+    def __call__(self, event: str, trainer: Trainer, record: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class Model:
+    """Everything built from a configuration: what a checkpoint restores."""
+
+    config: ExperimentConfig
+    prior: Prior
+    data: DataSource
+    pair: EncoderGenerator
+    game: AGEGame
+
+
+def build_model(config: ExperimentConfig, device: torch.device) -> Model:
+    torch.manual_seed(config.train.seed)
+    prior = create("prior", config.prior.name, dim=config.prior.dim, **config.prior.options)
+    data = create("dataset", config.data.name, **config.data.options)
+    backbone = create("backbone", config.backbone.name, **config.backbone.options)
+    pair = backbone.build(data.shape, prior.dim, prior)
+    pair.encoder.to(device)
+    pair.generator.to(device)
+    game = AGEGame(
+        pair.encoder,
+        pair.generator,
+        prior,
+        create("divergence", config.divergence.name, **config.divergence.options),
+        create("loss", config.game.data_loss.name, **config.game.data_loss.options),
+        create("loss", config.game.latent_loss.name, **config.game.latent_loss.options),
+        GameWeights(
+            latent_weight=config.game.latent_weight,
+            data_weight=config.game.data_weight,
+            generator_data_weight=config.game.generator_data_weight,
+            encoder_latent_weight=config.game.encoder_latent_weight,
+            fake_margin=config.game.fake_margin,
+        ),
+    )
+    return Model(config, prior, data, pair, game)
+
+
+class BatchStream:
+    """Seeded epoch permutations with a resumable position (identical order after a resume)."""
+
+    def __init__(self, data: DataSource, batch_size: int, device: torch.device, seed: int,
+                 workers: int = 0) -> None:
+        self.batch_size = batch_size
+        self.device = device
+        self.generator = torch.Generator().manual_seed(seed)
+        tensors = data.tensors("train")
+        if tensors is not None:
+            # Small embedded sets live on the device as one tensor: no DataLoader per batch.
+            self.x_all: Tensor | None = tensors[0].to(device)
+            self.dataset = None
+            self.size = int(tensors[0].shape[0])
+        else:
+            self.x_all = None
+            self.dataset = data.split("train")
+            self.size = len(self.dataset)  # type: ignore[arg-type]
+        if self.size < batch_size:
+            raise ValueError(
+                f"data.batch_size = {batch_size} exceeds the training split's {self.size} samples"
+            )
+        self.workers = workers
+        self.epoch = 0
+        self.position = 0
+        self.permutation = torch.randperm(self.size, generator=self.generator)
+        self._loader: Iterator[Any] | None = None
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.size // self.batch_size  # the last incomplete batch is dropped
+
+    def _new_epoch(self) -> None:
+        self.epoch += 1
+        self.position = 0
+        self.permutation = torch.randperm(self.size, generator=self.generator)
+        self._loader = None
+
+    def next(self) -> Tensor:
+        if self.position + self.batch_size > self.size:
+            self._new_epoch()
+        index = self.permutation[self.position : self.position + self.batch_size]
+        self.position += self.batch_size
+        if self.x_all is not None:
+            return self.x_all[index.to(self.device)]
+        return self._load(index)
+
+    def _load(self, index: Tensor) -> Tensor:
+        if self._loader is None:
+            remaining = self.permutation[self.position - self.batch_size :]
+            batches = [
+                remaining[i : i + self.batch_size].tolist()
+                for i in range(0, len(remaining) - self.batch_size + 1, self.batch_size)
+            ]
+            loader = torch.utils.data.DataLoader(
+                self.dataset,  # type: ignore[arg-type]
+                batch_sampler=batches,
+                num_workers=self.workers,
+                pin_memory=self.device.type == "cuda",
+            )
+            self._loader = iter(loader)
+        x, _ = next(self._loader)
+        return x.to(self.device, non_blocking=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator.get_state(),
+            "epoch": self.epoch,
+            "position": self.position,
+            "permutation": self.permutation,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.epoch = int(state["epoch"])
+        self.position = int(state["position"])
+        self.permutation = state["permutation"]
+        self._loader = None
+
+
+class AdaptiveAdversaryWeight:
+    """The reference code's adaptive weight on D(e(g(z))) in the encoder step (see config)."""
+
+    def __init__(self, increase: float, decrease: float, threshold: float, initial: float,
+                 maximum: float) -> None:
+        self.increase, self.decrease, self.threshold = increase, decrease, threshold
+        self.maximum = maximum
+        self.weight = initial
+
+    def update(self, kl_real: float, kl_fake: float, lr_ratio: float) -> float:
+        if kl_real > self.threshold or kl_fake > self.threshold:
+            self.weight = max(0.0, self.weight - self.decrease * lr_ratio)
+        else:
+            self.weight = min(self.maximum, self.weight + self.increase * lr_ratio)
+        return self.weight
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    epoch: int
+    status: str  # "complete" or "time-limit"
+    last: dict[str, float]
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        run_dir: str | Path | None = None,
+        callbacks: Sequence[Callback] = (),
+    ) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir) if run_dir is not None else config.run_dir()
+        self.callbacks = list(callbacks)
+        self.device = resolve_device(config.train.device)
+        self.model = build_model(config, self.device)
+        self.encoder = self.model.pair.encoder
+        self.generator = self.model.pair.generator
+        t = config.train
+        if t.precision == "bf16" and self.device.type != "cuda":
+            raise DeviceUnavailable("train.precision = 'bf16' needs a CUDA device")
+        if t.compile and self.device.type != "cuda":
+            raise DeviceUnavailable("train.compile = true is supported on CUDA devices only")
+        if t.channels_last:
+            self.encoder.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self.generator.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        o = config.optim
+        self.opt_encoder = torch.optim.Adam(self.encoder.parameters(), lr=o.lr, betas=o.betas)
+        self.opt_generator = torch.optim.Adam(self.generator.parameters(), lr=o.lr, betas=o.betas)
+        self.stream = BatchStream(
+            self.model.data, config.data.batch_size, self.device, t.seed + 1, config.data.workers
+        )
+        self.z_generator = torch.Generator().manual_seed(t.seed + 2)
+        adaptive = config.game.adaptive_adversary
+        self.adversary = (
+            AdaptiveAdversaryWeight(**adaptive.model_dump()) if adaptive is not None else None
+        )
+        self.step = 0
+        self.elapsed = 0.0
+        self.lr_scale = 1.0
+        fixed = torch.Generator().manual_seed(t.seed + 3)
+        self.fixed_z = self.model.prior.sample(t.grid_size, fixed).to(self.device)
+        self._compiled: tuple[nn.Module, nn.Module] | None = None
+
+    # paths -----------------------------------------------------------------------------------------
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / "metrics.jsonl"
+
+    # state -----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "step": self.step,
+            "epoch": self.stream.epoch,
+            "elapsed": self.elapsed,
+            "lr_scale": self.lr_scale,
+            "encoder": self.encoder.state_dict(),
+            "generator": self.generator.state_dict(),
+            "opt_encoder": self.opt_encoder.state_dict(),
+            "opt_generator": self.opt_generator.state_dict(),
+            "adversary_weight": self.adversary.weight if self.adversary else None,
+            "stream": self.stream.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "z": self.z_generator.get_state(),
+                "python": random.getstate(),
+            },
+            "config": config_to_dict(self.config),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.elapsed = float(state["elapsed"])
+        self.lr_scale = float(state["lr_scale"])
+        self.encoder.load_state_dict(state["encoder"])
+        self.generator.load_state_dict(state["generator"])
+        self.opt_encoder.load_state_dict(state["opt_encoder"])
+        self.opt_generator.load_state_dict(state["opt_generator"])
+        if self.adversary is not None and state["adversary_weight"] is not None:
+            self.adversary.weight = float(state["adversary_weight"])
+        self.stream.load_state_dict(state["stream"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.z_generator.set_state(rng["z"])
+        random.setstate(_as_python_random_state(rng["python"]))
+
+    def save_checkpoint(self) -> Path:
+        path = self.checkpoint_dir / f"step_{self.step:08d}.pt"
+        ckpt.save_atomic(self.state_dict(), path)
+        ckpt.prune(self.checkpoint_dir, self.config.train.keep_checkpoints)
+        self._emit("checkpoint", {"path": str(path), "step": self.step})
+        return path
+
+    def resume(self) -> bool:
+        """Load the newest checkpoint of this run, if any; True when one was loaded."""
+        path = ckpt.latest(self.checkpoint_dir)
+        if path is None:
+            return False
+        state = ckpt.load(path, map_location=self.device)
+        saved = state.get("config")
+        if saved is not None and saved != config_to_dict(self.config):
+            raise ckpt.CheckpointError(
+                f"{path}: the run was started with a different configuration; "
+                "use a new run folder or the original configuration"
+            )
+        self.load_state_dict(state)
+        self._truncate_metrics(self.step)
+        return True
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop log records written after the checkpoint we resumed from (they will be redone)."""
+        if not self.metrics_path.exists():
+            return
+        kept = [
+            line
+            for line in self.metrics_path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step
+        ]
+        self.metrics_path.write_text("".join(line + "\n" for line in kept))
+
+    # the loop --------------------------------------------------------------------------------------
+    def _budget_steps(self) -> int | None:
+        t = self.config.train
+        candidates = []
+        if t.steps is not None:
+            candidates.append(t.steps)
+        if t.epochs is not None:
+            candidates.append(t.epochs * self.stream.batches_per_epoch)
+        return min(candidates) if candidates else None
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.config.train.precision == "bf16":
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _networks(self) -> tuple[nn.Module, nn.Module]:
+        if not self.config.train.compile:
+            return self.encoder, self.generator
+        if self._compiled is None:
+            self._compiled = (torch.compile(self.encoder), torch.compile(self.generator))  # type: ignore[assignment]
+        assert self._compiled is not None
+        return self._compiled
+
+    def _sample_z(self, n: int) -> Tensor:
+        # z is drawn on the CPU from its own generator so a run's noise is the same on every device.
+        return self.model.prior.sample(n, self.z_generator).to(self.device, non_blocking=True)
+
+    def _apply_lr_schedule(self) -> None:
+        o = self.config.optim
+        if o.lr_drop_every is None:
+            return
+        scale = o.lr_drop_factor ** (self.stream.epoch // o.lr_drop_every)
+        if scale != self.lr_scale:
+            self.lr_scale = scale
+            for opt in (self.opt_encoder, self.opt_generator):
+                for group in opt.param_groups:
+                    group["lr"] = o.lr * scale
+
+    def train_step(self) -> dict[str, float]:
+        """One iteration: an encoder update, then ``gen_steps_per_encoder_step`` generator updates."""
+        game = self.model.game
+        encoder, generator = self._networks()
+        game.encoder, game.generator = encoder, generator  # type: ignore[assignment]
+        batch = self.config.data.batch_size
+        x = self.stream.next()
+        if self.config.train.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        adversary_weight = self.adversary.weight if self.adversary else 1.0
+
+        self.encoder.requires_grad_(True)
+        self.generator.requires_grad_(False)
+        with self._autocast():
+            enc = game.encoder_step(x, self._sample_z(batch), adversary_weight=adversary_weight)
+        self._guard(enc.terms | {"encoder_loss": enc.loss})
+        self.opt_encoder.zero_grad(set_to_none=True)
+        enc.loss.backward()
+        self.opt_encoder.step()
+
+        self.encoder.requires_grad_(False)
+        self.generator.requires_grad_(True)
+        gen_terms: dict[str, Tensor] = {}
+        for _ in range(self.config.game.gen_steps_per_encoder_step):
+            real = x if self.config.game.generator_data_weight > 0 else None
+            with self._autocast():
+                gen = game.generator_step(self._sample_z(batch), real)
+            self._guard(gen.terms | {"generator_loss": gen.loss})
+            self.opt_generator.zero_grad(set_to_none=True)
+            gen.loss.backward()
+            self.opt_generator.step()
+            gen_terms = gen.terms
+        self.encoder.requires_grad_(True)
+        self.generator.requires_grad_(True)
+
+        record = {key: float(value.detach()) for key, value in (enc.terms | gen_terms).items()}
+        record["adversary_weight"] = adversary_weight
+        if self.adversary is not None:
+            self.adversary.update(record["kl_real"], record["kl_fake_enc"], self.lr_scale)
+        return record
+
+    def _guard(self, terms: dict[str, Tensor]) -> None:
+        values = torch.stack([t.detach().float() for t in terms.values()])
+        if bool(torch.isfinite(values).all()):
+            return
+        bad = [name for name, t in terms.items() if not bool(torch.isfinite(t))]
+        last = ckpt.latest(self.checkpoint_dir)
+        kept = f"the last good checkpoint is {last}" if last else "no checkpoint had been written"
+        raise TrainingDiverged(
+            f"step {self.step + 1}: non-finite value in {', '.join(bad)}; training stopped, {kept}"
+        )
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        if resume:
+            self.resume()
+        elif ckpt.latest(self.checkpoint_dir) is not None:
+            raise ckpt.CheckpointError(
+                f"{self.run_dir} already holds checkpoints; pass --resume to continue that run "
+                "or choose another run folder (nothing was overwritten)"
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.json").write_text(
+            json.dumps(config_to_dict(self.config), indent=2) + "\n"
+        )
+        t = self.config.train
+        total = self._budget_steps()
+        deadline = t.max_minutes * 60 if t.max_minutes is not None else math.inf
+        status = "complete"
+        last: dict[str, float] = {}
+        window_start, window_steps = time.perf_counter(), 0
+        progress = _progress(t.progress, total, self.step)
+        self._emit("start", {"step": self.step})
+        with progress as bar:
+            task = bar.add_task("training", total=total, completed=self.step, stats="")
+            while total is None or self.step < total:
+                if self.elapsed >= deadline:
+                    status = "time-limit"
+                    break
+                started = time.perf_counter()
+                self._apply_lr_schedule()
+                record = self.train_step()
+                self.step += 1
+                window_steps += 1
+                self.elapsed += time.perf_counter() - started
+                last = record
+                if self.step % t.log_every == 0 or self.step == total:
+                    now = time.perf_counter()
+                    rate = window_steps * self.config.data.batch_size / max(now - window_start, 1e-9)
+                    window_start, window_steps = now, 0
+                    entry = {"step": self.step, "epoch": self.stream.epoch,
+                             "lr": self.config.optim.lr * self.lr_scale,
+                             "images_per_s": rate, "elapsed_s": self.elapsed, **record}
+                    self._log(entry)
+                    bar.update(task, stats=_format_stats(entry))
+                if self.step % t.image_every == 0:
+                    self.write_images()
+                if self.step % t.checkpoint_every == 0:
+                    self.save_checkpoint()
+                bar.update(task, completed=self.step)
+        if ckpt.latest(self.checkpoint_dir) != self.checkpoint_dir / f"step_{self.step:08d}.pt":
+            self.save_checkpoint()
+        self.write_images()
+        result = TrainResult(self.run_dir, self.step, self.stream.epoch, status, last)
+        self._emit("end", {"step": self.step, "status": status})
+        return result
+
+    # outputs ---------------------------------------------------------------------------------------
+    def _log(self, entry: dict[str, Any]) -> None:
+        self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.metrics_path.open("a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+        self._emit("log", entry)
+
+    def _emit(self, event: str, record: dict[str, Any]) -> None:
+        for callback in self.callbacks:
+            callback(event, self, record)
+
+    @torch.no_grad()
+    def write_images(self) -> None:
+        folder = self.run_dir / "images"
+        tag = f"{self.step:08d}"
+        modes = (self.encoder.training, self.generator.training)
+        self.encoder.eval()
+        self.generator.eval()
+        try:
+            samples = self.generator(self.fixed_z)
+            save_samples(samples, folder / f"samples_{tag}.png", self.model.data)
+            test = test_batch(self.model.data, self.config.train.grid_size).to(self.device)
+            recon = self.generator(self.encoder(test))
+            save_pairs_grid(test, recon, folder / f"reconstructions_{tag}.png", self.model.data)
+        finally:
+            self.encoder.train(modes[0])
+            self.generator.train(modes[1])
+
+
+def test_batch(data: DataSource, n: int) -> Tensor:
+    """The first ``n`` test samples: the same images in every grid of a run."""
+    tensors = data.tensors("test")
+    if tensors is not None:
+        return tensors[0][:n]
+    split = data.split("test")
+    return torch.stack([split[i][0] for i in range(min(n, len(split)))])  # type: ignore[arg-type]
+
+
+def _as_python_random_state(state: Any) -> tuple[Any, ...]:
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
+
+
+def _format_stats(entry: dict[str, Any]) -> str:
+    names = [("kl_real", "KL_real"), ("kl_fake", "KL_fake"), ("data_rec", "L_X"),
+             ("latent_rec", "L_Z")]
+    parts = [f"{label} {entry[key]:.3f}" for key, label in names if key in entry]
+    parts.append(f"{entry['images_per_s']:.0f} img/s")
+    return "  ".join(parts)
+
+
+class _NullProgress:
+    def __enter__(self) -> _NullProgress:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        return None
+
+    def add_task(self, *args: Any, **kwargs: Any) -> int:
+        return 0
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _progress(enabled: bool, total: int | None, completed: int) -> Any:
+    if not enabled:
+        return _NullProgress()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[stats]}"),
+    )
+
+
+def load_trained(path: str | Path, device: str = "auto") -> tuple[Model, dict[str, Any]]:
+    """Rebuild the model of a checkpoint (file or run folder) for sampling and evaluation."""
+    from agekit.config import parse_config
+
+    path = ckpt.resolve(path)
+    target = resolve_device(device)
+    state = ckpt.load(path, map_location=target)
+    config = parse_config(state["config"], f"{path} (saved configuration)")
+    model = build_model(config, target)
+    model.pair.encoder.load_state_dict(state["encoder"])
+    model.pair.generator.load_state_dict(state["generator"])
+    return model, state
+
+
+Hook = Callable[[str, Trainer, dict[str, Any]], None]
