@@ -94,9 +94,14 @@ class AGEGame:
         real_codes = self.encoder(x, condition)
         kl_fake = self.divergence(fake_codes, self.prior)
         kl_real = self.divergence(real_codes, self.prior)
-        data_rec = self.data_loss(x, self.generator(real_codes, condition))
         adversarial = kl_fake if w.fake_margin is None else torch.clamp(kl_fake, max=w.fake_margin)
-        loss = kl_real - adversary_weight * adversarial + w.data_weight * data_rec
+        loss = kl_real - adversary_weight * adversarial
+        if w.data_weight > 0:
+            data_rec = self.data_loss(x, self.generator(real_codes, condition))
+            loss = loss + w.data_weight * data_rec
+        else:  # still logged, but it must not put the generator into the encoder's graph
+            with torch.no_grad():
+                data_rec = self.data_loss(x, self.generator(real_codes, condition))
         terms = {"kl_real": kl_real, "kl_fake_enc": kl_fake, "data_rec": data_rec}
         if w.encoder_latent_weight > 0:
             latent_rec = self.latent_loss(z, fake_codes)

@@ -254,7 +254,7 @@ def _check_component(kind: str, obj: Any) -> str | None:
 
 
 def _option_fields(factory: Callable[..., Any]) -> dict[str, Any]:
-    target = factory.__init__ if inspect.isclass(factory) else factory  # type: ignore[misc]
+    target = factory.__init__ if inspect.isclass(factory) else factory
     signature = inspect.signature(target)
     try:
         hints = inspect.get_annotations(target, eval_str=True)
@@ -280,7 +280,7 @@ def validate_options(factory: Callable[..., Any], options: dict[str, Any], label
             f"{label} does not accept option(s) {', '.join(map(repr, unknown))}; "
             f"accepted options: {accepted}"
         )
-    model = create_model(  # type: ignore[call-overload]
+    model = create_model(
         "Options", __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True), **fields
     )
     try:

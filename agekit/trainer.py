@@ -227,8 +227,8 @@ class Trainer:
         if t.compile and self.device.type != "cuda":
             raise DeviceUnavailable("train.compile = true is supported on CUDA devices only")
         if t.channels_last:
-            self.encoder.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-            self.generator.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self.encoder.to(memory_format=torch.channels_last)
+            self.generator.to(memory_format=torch.channels_last)
         o = config.optim
         self.opt_encoder = torch.optim.Adam(self.encoder.parameters(), lr=o.lr, betas=o.betas)
         self.opt_generator = torch.optim.Adam(self.generator.parameters(), lr=o.lr, betas=o.betas)
