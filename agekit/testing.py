@@ -1,0 +1,463 @@
+"""Conformance kit for divergence plugins.
+
+One call checks that a divergence keeps the :class:`~agekit.components.Divergence` contract and the
+promises it declares in ``guarantees``::
+
+    from agekit.testing import check_divergence
+
+    def test_my_divergence():
+        check_divergence(MyDivergence)          # a class, a factory, an instance or a registry name
+
+    # or, equivalently, at module level:
+    test_my_divergence = conformance_test("my-divergence")
+
+Every failure is an ``AssertionError`` whose message starts with
+``[<divergence> | <prior>] <property>:`` and describes the input that broke it; properties checked
+over random inputs run under hypothesis, which adds the falsifying example to the report.
+
+Closed-form checks run only for the families a divergence declares it estimates, through the class
+attribute ``closed_form_families`` (or the ``closed_forms`` argument): a mapping from
+``"vmf"`` (von Mises-Fisher codes vs the uniform sphere) and/or ``"diagonal-gaussian"`` (codes
+N(mu, diag s^2) vs a Gaussian prior) to ``"kl"`` (the value estimates KL) or ``"kl-per-dim"``
+(it estimates KL / M).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from torch import Tensor
+
+from agekit.components import (
+    ComponentInputError,
+    Divergence,
+    DivergenceGuarantees,
+    Prior,
+    log_sphere_area,
+)
+from agekit.priors import GaussianPrior, SpherePrior
+
+__all__ = [
+    "ConformanceReport",
+    "check_divergence",
+    "conformance_test",
+    "default_priors",
+]
+
+DivergenceSource = Divergence | Callable[[], Divergence] | str
+
+#: Standard errors allowed on top of the declared tolerance when a property holds "in expectation":
+#: with the kit's fixed seeds a correct estimator fails a 4-sigma bound with probability ~6e-5.
+SIGMAS = 4.0
+
+
+def default_priors() -> tuple[Prior, ...]:
+    """Low and moderate dimensions for each support; small enough to keep the kit fast.
+
+    Euclidean dimensions stay small because kNN-type estimators have a finite-sample bias in R^M
+    that grows with M; a divergence's declared tolerance is read at these sizes.
+    """
+    return (SpherePrior(3), SpherePrior(16), GaussianPrior(2), GaussianPrior(4))
+
+
+@dataclass
+class ConformanceReport:
+    """What ran: ``passed`` lists ``"<prior>: <property>"`` for every check that held."""
+
+    divergence: str
+    passed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+class _Checker:
+    def __init__(self, divergence: Divergence, prior: Prior, report: ConformanceReport) -> None:
+        self.div = divergence
+        self.prior = prior
+        self.report = report
+        self.g: DivergenceGuarantees = divergence.guarantees
+        self.label = f"[{divergence!r} | {prior!r}]"
+
+    # helpers -------------------------------------------------------------------------------------
+    def fail(self, prop: str, message: str) -> AssertionError:
+        return AssertionError(f"{self.label} {prop}: {message}")
+
+    @contextmanager
+    def property(self, prop: str) -> Iterator[None]:
+        try:
+            yield
+        except AssertionError:
+            raise
+        except Exception as exc:  # a crash is a failure of the property being checked
+            raise self.fail(prop, f"raised {type(exc).__name__}: {exc}") from exc
+        self.report.passed.append(f"{self.prior!r}: {prop}")
+
+    def call(self, prop: str, codes: Tensor, what: str) -> Tensor:
+        """Evaluate on valid codes and check the output contract (0-dim, dtype, device, finite)."""
+        try:
+            value = self.div(codes, self.prior)
+        except ComponentInputError as exc:
+            raise self.fail(prop, f"rejected valid input ({what}): {exc}") from exc
+        if not isinstance(value, Tensor):
+            raise self.fail(prop, f"returned {type(value).__name__}, not a torch.Tensor ({what})")
+        if value.ndim != 0:
+            raise self.fail(
+                prop, f"result is not a scalar: shape {tuple(value.shape)} ({what}); return a 0-dim"
+            )
+        if value.dtype != codes.dtype:
+            raise self.fail(prop, f"result dtype {value.dtype} differs from codes' {codes.dtype}")
+        if value.device != codes.device:
+            raise self.fail(prop, f"result on {value.device}, codes on {codes.device} ({what})")
+        if not bool(torch.isfinite(value)):
+            raise self.fail(prop, f"result is not finite: {float(value)} ({what})")
+        return value
+
+    def sample(self, n: int, seed: int, dtype: torch.dtype = torch.float64) -> Tensor:
+        gen = torch.Generator().manual_seed(seed)
+        return self.prior.sample(n, gen, dtype=dtype)
+
+    def distorted(
+        self, n: int, seed: int, shift: float, log_scale: float, dtype: torch.dtype = torch.float64
+    ) -> Tensor:
+        """Codes from a distribution unlike the prior: shifted along e_1 and rescaled."""
+        gen = torch.Generator().manual_seed(seed)
+        std = self.prior.variance().sqrt().to(dtype)
+        mean = self.prior.mean().to(dtype)
+        raw = torch.randn(n, self.prior.dim, generator=gen, dtype=dtype) * math.exp(log_scale)
+        raw[:, 0] += shift
+        if self.prior.support == "sphere":
+            return self.prior.project(raw)
+        return mean + std * raw
+
+    def batch_size(self, wanted: int) -> int:
+        return max(wanted, self.div.min_batch())
+
+    # properties ----------------------------------------------------------------------------------
+    def output_contract(self, batch: int) -> None:
+        for dtype in (torch.float32, torch.float64):
+            with self.property(f"output ({dtype})"):
+                self.call(f"output ({dtype})", self.sample(batch, 1, dtype), f"{dtype} prior codes")
+        with self.property("defined at min_batch"):
+            n = self.div.min_batch()
+            self.call("defined at min_batch", self.sample(n, 2), f"B = min_batch() = {n}")
+
+    def gradients(self, batch: int) -> None:
+        for prop, duplicate in (
+            ("grad path", False),
+            ("finite gradient with duplicate codes", True),
+        ):
+            with self.property(prop):
+                codes = self.distorted(batch, 3, 0.5, -0.5)
+                if duplicate:
+                    codes[1] = codes[0]
+                codes.requires_grad_(True)
+                what = "codes with rows 0 and 1 equal" if duplicate else "codes requiring grad"
+                value = self.call(prop, codes, what)
+                if not value.requires_grad:
+                    raise self.fail(
+                        "grad path",
+                        "result.requires_grad is False although the codes require grad: the "
+                        "value is detached from the codes (no .item()/.numpy()/.detach() inside)",
+                    )
+                (grad,) = torch.autograd.grad(value, codes, allow_unused=True)
+                if grad is None:
+                    raise self.fail(prop, "the result does not depend on the codes (grad is None)")
+                if not bool(torch.isfinite(grad).all()):
+                    bad = int((~torch.isfinite(grad)).any(dim=1).sum())
+                    raise self.fail(prop, f"gradient has NaN/inf in {bad} row(s) ({what})")
+
+    def input_errors(self) -> None:
+        prior, dim, n = self.prior, self.prior.dim, self.batch_size(8)
+        good = self.sample(n, 4)
+        cases: list[tuple[str, Any]] = [
+            ("1-D codes", good[0]),
+            ("3-D codes", good[None]),
+            (f"codes with {dim + 1} dimensions", torch.cat([good, good[:, :1]], dim=1)),
+            ("integer codes", good.round().to(torch.int64)),
+            ("NaN codes", good.clone().index_fill_(0, torch.tensor([0]), math.nan)),
+            ("inf codes", good.clone().index_fill_(0, torch.tensor([0]), math.inf)),
+        ]
+        if self.div.min_batch() > 1:
+            small = self.div.min_batch() - 1
+            cases.append((f"batch of {small} < min_batch() = {small + 1}", good[:small]))
+        if prior.support == "sphere":
+            cases.append(("codes off the sphere (norm 1.5)", good * 1.5))
+        for what, codes in cases:
+            prop = f"input error: {what}"
+            with self.property(prop):
+                try:
+                    self.div(codes, prior)
+                except ComponentInputError:
+                    continue
+                except Exception as exc:
+                    raise self.fail(
+                        prop, f"raised {type(exc).__name__} instead of ComponentInputError: {exc}"
+                    ) from exc
+                raise self.fail(prop, "accepted the input; expected ComponentInputError")
+
+    def random_input_properties(self, batch: int, max_examples: int) -> None:
+        min_b = self.div.min_batch()
+        exact_nonneg = self.g.nonnegative == "exact"
+        cfg = settings(
+            max_examples=max_examples,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            # No shrinking: the failure message already names the input, and shrinking floats
+            # would spend seconds per broken plugin.
+            phases=(Phase.explicit, Phase.reuse, Phase.generate),
+            suppress_health_check=[HealthCheck.too_slow],
+        )
+        batches = st.integers(min_b, max(min_b, batch))
+        shifts = st.floats(-2.0, 2.0)
+        log_scales = st.floats(-3.0, 1.0)
+
+        @cfg
+        @given(seed=st.integers(0, 2**31 - 1), n=batches, shift=shifts, log_scale=log_scales)
+        def permutation_and_sign(seed: int, n: int, shift: float, log_scale: float) -> None:
+            codes = self.distorted(n, seed, shift, log_scale)
+            what = f"B={n}, seed={seed}, shift={shift:g}, log_scale={log_scale:g}"
+            value = self.call("permutation invariance", codes, what)
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
+            permuted = self.call("permutation invariance", codes[perm], what + ", permuted")
+            # float64 sums in another order differ by rounding only.
+            if not math.isclose(float(value), float(permuted), rel_tol=1e-7, abs_tol=1e-9):
+                raise self.fail(
+                    "permutation invariance",
+                    f"D = {float(value):.10g} but {float(permuted):.10g} after shuffling the batch "
+                    f"({what})",
+                )
+            if exact_nonneg and float(value) < -1e-9 * max(1.0, abs(float(value))):
+                raise self.fail(
+                    "nonnegative (exact)",
+                    f"D = {float(value):.6g} < 0 on a single batch although guarantees declare "
+                    f"nonnegative='exact' ({what})",
+                )
+
+        prop = "permutation invariance" + (" + exact nonnegativity" if exact_nonneg else "")
+        with self.property(prop):
+            permutation_and_sign()
+
+    def average(self, prop: str, make: Callable[[int], Tensor], batches: int, what: str) -> Any:
+        values = np.array([float(self.call(prop, make(s), what)) for s in range(batches)])
+        return values.mean(), values.std(ddof=1) / math.sqrt(batches), values
+
+    def nonnegative_in_expectation(self, batch: int, batches: int) -> None:
+        if self.g.nonnegative != "expectation":
+            return
+        prop = "nonnegative (expectation)"
+        with self.property(prop):
+            makers: list[tuple[str, Callable[[int], Tensor]]] = [
+                ("codes from the prior", lambda s: self.sample(batch, 1000 + s)),
+                ("shifted codes", lambda s: self.distorted(batch, 2000 + s, 1.0, 0.0)),
+                ("concentrated codes", lambda s: self.distorted(batch, 3000 + s, 0.0, -1.5)),
+            ]
+            for what, make in makers:
+                mean, se, _ = self.average(prop, make, batches, what)
+                if mean < -self.g.tolerance - SIGMAS * se:
+                    raise self.fail(
+                        prop,
+                        f"mean over {batches} batches of {batch} {what} is {mean:.4g} (standard "
+                        f"error {se:.2g}), below -tolerance = {-self.g.tolerance:g} by more than "
+                        f"{SIGMAS:g} standard errors",
+                    )
+
+    def zero_at_equality(self, batch: int, batches: int) -> None:
+        mode, tol = self.g.zero_at_equality, self.g.tolerance
+        if mode == "none":
+            self.report.skipped.append(f"{self.prior!r}: zero at equality (declared 'none')")
+            return
+        prop = f"zero at equality ({mode})"
+        with self.property(prop):
+            what = f"batches of {batch} codes drawn from the prior"
+            mean, se, values = self.average(
+                prop, lambda s: self.sample(batch, 5000 + s), batches, what
+            )
+            if mode == "exact":
+                worst = float(np.abs(values).max())
+                if worst > tol + 1e-9:
+                    raise self.fail(prop, f"|D| = {worst:.4g} > tolerance {tol:g} on {what}")
+            elif abs(mean) > tol + SIGMAS * se:
+                raise self.fail(
+                    prop,
+                    f"mean D over {batches} {what} is {mean:.4g} (standard error {se:.2g}); "
+                    f"declared tolerance {tol:g} (+{SIGMAS:g} standard errors)",
+                )
+
+    def closed_forms(self, families: Mapping[str, str], batch: int, batches: int) -> None:
+        prior = self.prior
+        if prior.support == "sphere" and "vmf" in families:
+            self._vmf(families["vmf"], batch, batches)
+        if prior.support == "euclidean" and "diagonal-gaussian" in families:
+            self._diagonal_gaussian(families["diagonal-gaussian"], batch, batches)
+
+    def _compare(self, prop: str, scale: str, truth: float, make: Callable[[int], Tensor],
+                 batches: int, what: str) -> None:  # fmt: skip
+        if scale not in ("kl", "kl-per-dim"):
+            raise self.fail(prop, f"unknown closed-form scale {scale!r}; use 'kl' or 'kl-per-dim'")
+        target = truth / self.prior.dim if scale == "kl-per-dim" else truth
+        mean, se, _ = self.average(prop, make, batches, what)
+        # kNN estimators underestimate concentrated distributions and parametric ones carry an
+        # O(1/B) bias; the kit allows the declared tolerance plus 10% of the true value.
+        allowed = self.g.tolerance + 0.1 * abs(target) + SIGMAS * se
+        if abs(mean - target) > allowed:
+            raise self.fail(
+                prop,
+                f"mean estimate {mean:.4g} over {batches} batches of {what}; closed form "
+                f"{'KL/M' if scale == 'kl-per-dim' else 'KL'} = {target:.4g} "
+                f"(allowed +-{allowed:.3g})",
+            )
+
+    def _vmf(self, scale: str, batch: int, batches: int) -> None:
+        from scipy.stats import vonmises_fisher
+
+        dim = self.prior.dim
+        # kappa chosen so that KL is about 0.5 to 1 nat in any dimension: far from 0, yet not so
+        # concentrated that kNN estimators' known underestimation dominates.
+        kappa = 1.5 * math.sqrt(dim)
+        mu = np.zeros(dim)
+        mu[0] = 1.0
+        dist = vonmises_fisher(mu, kappa)
+        truth = -float(dist.entropy()) + log_sphere_area(dim)
+        prop = f"closed form: von Mises-Fisher (kappa={kappa:.3g})"
+
+        def make(s: int) -> Tensor:
+            x = dist.rvs(batch, random_state=np.random.default_rng(7000 + s))
+            return self.prior.project(torch.as_tensor(x, dtype=torch.float64))
+
+        with self.property(prop):
+            self._compare(prop, scale, truth, make, batches, f"{batch} vMF codes")
+
+    def _diagonal_gaussian(self, scale: str, batch: int, batches: int) -> None:
+        dim = self.prior.dim
+        p_mean, p_var = self.prior.mean(), self.prior.variance()
+        mu = p_mean + 0.5 * p_var.sqrt() * torch.linspace(-1.0, 1.0, dim, dtype=torch.float64)
+        sd = p_var.sqrt() * torch.linspace(0.6, 1.3, dim, dtype=torch.float64)
+        ratio = sd**2 / p_var
+        truth = float(0.5 * (ratio + (mu - p_mean) ** 2 / p_var - 1 - torch.log(ratio)).sum())
+        prop = "closed form: diagonal Gaussian"
+
+        def make(s: int) -> Tensor:
+            gen = torch.Generator().manual_seed(8000 + s)
+            return mu + sd * torch.randn(batch, dim, generator=gen, dtype=torch.float64)
+
+        with self.property(prop):
+            self._compare(prop, scale, truth, make, batches, f"{batch} N(mu, diag s^2) codes")
+
+
+@contextmanager
+def _single_threaded() -> Iterator[None]:
+    # The kit evaluates hundreds of small batches; there torch's intra-op thread start-up costs more
+    # than the work (10x slower on a loaded 2-core machine). Restored on exit.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _resolve(source: DivergenceSource) -> Divergence:
+    if isinstance(source, Divergence):
+        return source
+    if isinstance(source, str):
+        from agekit.registry import create
+
+        made = create("divergence", source)
+    else:
+        made = source()
+    if not isinstance(made, Divergence):
+        raise AssertionError(
+            f"[{source!r}] declaration: the factory made {type(made).__name__}, not a Divergence"
+        )
+    return made
+
+
+def check_divergence(
+    divergence_or_factory: DivergenceSource,
+    priors: Sequence[Prior] | None = None,
+    *,
+    max_examples: int = 10,
+    batch_size: int = 128,
+    n_batches: int = 16,
+    closed_forms: Mapping[str, str] | None = None,
+) -> ConformanceReport:
+    """Check a divergence against the contract and its declared guarantees; raise on failure.
+
+    Args:
+        divergence_or_factory: an instance, a zero-argument factory (e.g. the class), or a
+            registered name (created with default options).
+        priors: the priors to check against (default :func:`default_priors`). Priors whose support
+            the divergence does not declare are only checked to be refused.
+        max_examples: hypothesis examples for the random-input properties.
+        batch_size: batch size B of the statistical checks (zero at equality, nonnegativity in
+            expectation, closed forms); declared tolerances are read at this B.
+        n_batches: batches averaged in each statistical check.
+        closed_forms: which closed-form families to compare against (see the module docstring);
+            default: the divergence's ``closed_form_families`` attribute, or none.
+
+    Returns:
+        a :class:`ConformanceReport` of the checks that ran.
+
+    Raises:
+        AssertionError: naming the property that failed, the prior and the input.
+    """
+    divergence = _resolve(divergence_or_factory)
+    report = ConformanceReport(repr(divergence))
+    g = getattr(divergence, "guarantees", None)
+    if not isinstance(g, DivergenceGuarantees):
+        raise AssertionError(f"[{divergence!r}] declaration: guarantees is {g!r}")
+    if not (g.tolerance >= 0 and math.isfinite(g.tolerance)):
+        raise AssertionError(f"[{divergence!r}] declaration: tolerance {g.tolerance!r} is not >= 0")
+    families = (
+        dict(getattr(divergence, "closed_form_families", {}))
+        if closed_forms is None
+        else dict(closed_forms)
+    )
+    with _single_threaded():
+        for prior in default_priors() if priors is None else priors:
+            checker = _Checker(divergence, prior, report)
+            _check_prior(checker, families, max_examples, batch_size, n_batches)
+    return report
+
+
+def _check_prior(
+    checker: _Checker,
+    families: Mapping[str, str],
+    max_examples: int,
+    batch_size: int,
+    n_batches: int,
+) -> None:
+    divergence, prior, g = checker.div, checker.prior, checker.g
+    if prior.support not in g.supports:
+        prop = "refuses an unsupported prior"
+        with checker.property(prop):
+            try:
+                divergence(checker.sample(checker.batch_size(8), 0), prior)
+            except ComponentInputError:
+                return
+            raise checker.fail(prop, f"accepted codes although supports={g.supports}")
+    batch = checker.batch_size(batch_size)
+    checker.output_contract(batch)
+    checker.gradients(batch)
+    checker.input_errors()
+    checker.random_input_properties(batch, max_examples)
+    checker.nonnegative_in_expectation(batch, n_batches)
+    checker.zero_at_equality(batch, n_batches)
+    checker.closed_forms(families, batch, n_batches)
+
+
+def conformance_test(divergence_or_factory: DivergenceSource, **options: Any) -> Callable[[], None]:
+    """A pytest test running :func:`check_divergence`: ``test_x = conformance_test(X)``."""
+
+    def test_divergence_conformance() -> None:
+        check_divergence(divergence_or_factory, **options)
+
+    return test_divergence_conformance
