@@ -535,7 +535,10 @@ def test_sample_quality_and_stacked_modes_on_real_data(tmp_path: Path) -> None:
     mnist = agekit.create("dataset", "mnist5k", image_size=32)
     prior = GaussianPrior(8)
     encoder = FlattenEncoder(prior, 8)
-    train_x = mnist.tensors("train")[0]
+    train_x, train_labels = mnist.tensors("train")
+    # Splits are ordered by class: shuffle, or the replayed first 1,000 images hold 3 classes only.
+    order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0))
+    train_x, train_labels = train_x[order], train_labels[order]
     good = SampleQuality(n_samples=1000)(
         _context(mnist, encoder, SplitReplay(train_x), prior, "mnist5k", tmp_path)
     )
@@ -543,7 +546,7 @@ def test_sample_quality_and_stacked_modes_on_real_data(tmp_path: Path) -> None:
         _context(
             mnist,
             encoder,
-            SplitReplay(train_x[mnist.tensors("train")[1] == 1]),
+            SplitReplay(train_x[train_labels == 1]),
             prior,
             "mnist5k",
             tmp_path,

@@ -1,0 +1,67 @@
+"""How far the encoder's codes of real and of generated data are from the prior, per divergence."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from agekit.components import EvaluationContext, Metric
+from agekit.metrics.classifier import generate_samples, load_split, network_mode
+
+
+class LatentDivergence(Metric):
+    """D(e(x_test) || prior) and D(e(g(z)) || prior) for every divergence in the context.
+
+    AGE's game drives the first down (real codes match the prior) and the encoder drives the second
+    up while the generator drives it down, so the pair shows both where the encoder puts real data
+    and how well the generator fools it. Each divergence sees all ``n_samples`` codes in one batch
+    (sample-based estimators depend on batch size, so it is in the protocol), in float64.
+
+    Results are flat keys ``'<divergence>_real'`` and ``'<divergence>_fake'``.
+    """
+
+    def __init__(
+        self,
+        n_samples: int = 512,
+        batch_size: int = 256,
+        bn_mode: Literal["eval", "train"] = "eval",
+    ) -> None:
+        if n_samples < 2 or batch_size < 1:
+            raise ValueError("n_samples must be >= 2 and batch_size positive")
+        self.n_samples = n_samples
+        self.batch_size = batch_size
+        self.bn_mode = bn_mode
+
+    def _encode(self, context: EvaluationContext, x: Tensor) -> Tensor:
+        codes: list[Tensor] = []
+        with network_mode([context.encoder], self.bn_mode):
+            for batch in x.split(self.batch_size):
+                codes.append(context.encoder(batch.to(context.device)).cpu())
+        return torch.cat(codes).double()
+
+    def __call__(self, context: EvaluationContext) -> dict[str, Any]:
+        if not context.divergences:
+            raise ValueError("latent-divergence needs at least one divergence in the context")
+        x_real, _ = load_split(context.data, "test", self.n_samples, seed=context.seed)
+        x_fake = generate_samples(context, self.n_samples, self.batch_size, self.bn_mode)
+        real_codes = self._encode(context, x_real)
+        fake_codes = self._encode(context, x_fake)
+        result: dict[str, Any] = {}
+        with torch.no_grad():
+            for name, divergence in sorted(context.divergences.items()):
+                result[f"{name}_real"] = float(divergence(real_codes, context.prior))
+                result[f"{name}_fake"] = float(divergence(fake_codes, context.prior))
+        result["protocol"] = {
+            "metric": "latent-divergence",
+            "real_split": "test",
+            "n_real": int(real_codes.shape[0]),
+            "n_fake": int(fake_codes.shape[0]),
+            "seed": context.seed,
+            "batch_size": self.batch_size,
+            "bn_mode": self.bn_mode,
+            "divergences": {name: repr(d) for name, d in sorted(context.divergences.items())},
+            "dtype": "float64",
+        }
+        return result

@@ -1,0 +1,70 @@
+"""Reconstruction error of g(e(x)) on held-out data, next to a 'mean image' baseline."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from agekit.components import EvaluationContext, Metric
+from agekit.metrics.classifier import load_split, network_mode
+
+
+class Reconstruction(Metric):
+    """L1 and MSE of g(e(x)) against x on the TEST split, and of the train mean image.
+
+    The baseline predicts the train split's mean x for every test x. An encoder that has collapsed
+    (same code for every input) cannot beat it, so ``recon_l1 >= mean_image_l1`` flags collapse at a
+    glance. Both errors are means over every element of every sample.
+
+    ``bn_mode`` sets the networks' mode while reconstructing: 'eval' uses running batch-norm
+    statistics; 'train' uses batch statistics as the reference AGE code does (then results depend
+    on ``batch_size``, which is why it is in the protocol). The networks' own modes are restored.
+    """
+
+    def __init__(
+        self,
+        n_samples: int = 1000,
+        batch_size: int = 256,
+        bn_mode: Literal["eval", "train"] = "eval",
+    ) -> None:
+        if n_samples < 1 or batch_size < 1:
+            raise ValueError("n_samples and batch_size must be positive")
+        self.n_samples = n_samples
+        self.batch_size = batch_size
+        self.bn_mode = bn_mode
+
+    def __call__(self, context: EvaluationContext) -> dict[str, Any]:
+        x_test, _ = load_split(context.data, "test", self.n_samples, seed=context.seed)
+        x_train, _ = load_split(context.data, "train")
+        mean_image = x_train.double().mean(0)
+
+        abs_sum = sq_sum = base_abs = base_sq = 0.0
+        with network_mode([context.encoder, context.generator], self.bn_mode):
+            for start in range(0, x_test.shape[0], self.batch_size):
+                x = x_test[start : start + self.batch_size]
+                recon = context.generator(context.encoder(x.to(context.device)))
+                diff = recon.double().cpu().reshape(x.shape) - x.double()
+                abs_sum += float(diff.abs().sum())
+                sq_sum += float(diff.square().sum())
+                base = mean_image - x.double()
+                base_abs += float(base.abs().sum())
+                base_sq += float(base.square().sum())
+        elements = x_test.numel()
+        return {
+            "recon_l1": abs_sum / elements,
+            "recon_mse": sq_sum / elements,
+            "mean_image_l1": base_abs / elements,
+            "mean_image_mse": base_sq / elements,
+            "protocol": {
+                "metric": "reconstruction",
+                "split": "test",
+                "n_samples": int(x_test.shape[0]),
+                "subset_seed": context.seed,
+                "batch_size": self.batch_size,
+                "bn_mode": self.bn_mode,
+                "baseline": "mean of the train split",
+                "reduction": "mean over all elements",
+            },
+        }
+
+
+__all__ = ["Reconstruction"]
