@@ -64,7 +64,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.out:
         overrides["out_dir"] = args.out
     config = load_config(args.config, overrides)
-    trainer = Trainer(config, run_dir=args.run_dir)
+    trainer = Trainer(config, run_dir=args.run_dir, progress=not args.quiet)
     console.print(f"[bold]agekit train[/bold] {config.name} on {trainer.device} -> {trainer.run_dir}")
     result = trainer.fit(resume=args.resume)
     console.print(f"{result.status}: step {result.step}, epoch {result.epoch}; "
@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="exact run folder (default OUT/NAME)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a configuration key, e.g. --set train.steps=200")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
     for name, func, text in (

@@ -114,7 +114,6 @@ class TrainConfig(Strict):
     log_every: int = Field(25, ge=1)
     image_every: int = Field(500, ge=1)
     grid_size: int = Field(64, ge=1)
-    progress: bool = True
 
     @model_validator(mode="after")
     def _budget(self) -> TrainConfig:

@@ -213,8 +213,10 @@ class Trainer:
         config: ExperimentConfig,
         run_dir: str | Path | None = None,
         callbacks: Sequence[Callback] = (),
+        progress: bool = False,
     ) -> None:
         self.config = config
+        self.show_progress = progress
         self.run_dir = Path(run_dir) if run_dir is not None else config.run_dir()
         self.callbacks = list(callbacks)
         self.device = resolve_device(config.train.device)
@@ -439,7 +441,7 @@ class Trainer:
         status = "complete"
         last: dict[str, float] = {}
         window_start, window_steps = time.perf_counter(), 0
-        progress = _progress(t.progress, total, self.step)
+        progress = _progress(self.show_progress, total, self.step)
         self._emit("start", {"step": self.step})
         with progress as bar:
             task = bar.add_task("training", total=total, completed=self.step, stats="")

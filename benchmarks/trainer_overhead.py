@@ -28,7 +28,7 @@ def _config(steps: int, width: int, batch: int) -> dict:
         "prior": {"name": "sphere", "dim": 16},
         "backbone": {"name": "dcgan", "options": {"width": width}},
         "train": {
-            "steps": steps, "progress": False, "device": "cpu", "log_every": 25,
+            "steps": steps, "device": "cpu", "log_every": 25,
             "image_every": 10**9, "checkpoint_every": 10**9,
         },
     }

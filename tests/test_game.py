@@ -78,7 +78,7 @@ def test_each_step_changes_only_its_own_network(step: str) -> None:
         "prior": {"name": "sphere", "dim": 4},
         "backbone": {"name": "mlp", "options": {"hidden": 16, "depth": 2}},
         "game": {"gen_steps_per_encoder_step": 1 if step == "encoder" else 2},
-        "train": {"steps": 1, "progress": False, "device": "cpu"},
+        "train": {"steps": 1, "device": "cpu"},
     })
     trainer = Trainer(config, run_dir="/nonexistent-not-written")
     enc0, gen0 = _params(trainer.encoder), _params(trainer.generator)
@@ -113,7 +113,7 @@ def test_full_iteration_updates_both_and_leaves_no_stale_gradients() -> None:
         "data": {"name": "ring8", "batch_size": 32, "options": {"size": 512, "test_size": 64}},
         "prior": {"name": "sphere", "dim": 4},
         "backbone": {"name": "mlp", "options": {"hidden": 16, "depth": 2}},
-        "train": {"steps": 1, "progress": False, "device": "cpu"},
+        "train": {"steps": 1, "device": "cpu"},
     })
     trainer = Trainer(config, run_dir="/nonexistent-not-written")
     before = copy.deepcopy(trainer.encoder.state_dict()), copy.deepcopy(

@@ -25,7 +25,7 @@ TINY: dict[str, Any] = {
     "backbone": {"name": "mlp", "options": {"hidden": 16, "depth": 2}},
     "train": {
         "steps": 60, "checkpoint_every": 20, "image_every": 30, "log_every": 5,
-        "progress": False, "device": "cpu", "grid_size": 16,
+        "device": "cpu", "grid_size": 16,
     },
 }
 

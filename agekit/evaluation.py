@@ -1,0 +1,104 @@
+"""Evaluate a trained run with registered metrics; every score is stored with its protocol."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agekit import checkpoint as ckpt
+from agekit.components import ComponentInputError, Divergence, EvaluationContext, Prior
+from agekit.config import Component
+from agekit.registry import REGISTRY, RegistryError, create
+
+#: The metrics a study runs when it names none, by kind of data.
+DEFAULT_METRICS: dict[str, list[str]] = {
+    "image": ["reconstruction", "latent-divergence"],
+    "vector": ["reconstruction", "mode-coverage", "latent-divergence"],
+}
+#: Image data sets for which agekit trains its own evaluation classifier.
+CLASSIFIER_DATASETS = ("digits", "mnist5k", "stacked-mnist")
+
+
+def default_metrics(dataset: str, kind: str) -> list[str]:
+    names = list(DEFAULT_METRICS[kind])
+    if dataset in CLASSIFIER_DATASETS:
+        names.insert(1, "sample-quality")
+    if dataset == "stacked-mnist":
+        names.insert(2, "mode-coverage")
+    return names
+
+
+def latent_divergences(prior: Prior) -> tuple[dict[str, Divergence], dict[str, str]]:
+    """Every registered divergence (default options) that can serve ``prior``, and why others can't."""
+    usable: dict[str, Divergence] = {}
+    unusable: dict[str, str] = {}
+    probe = prior.sample(16, torch.Generator().manual_seed(0), dtype=torch.float64)
+    for name in REGISTRY.available("divergence"):
+        try:
+            divergence = create("divergence", name)
+            divergence.validate(probe, prior)
+        except (RegistryError, ComponentInputError, ValueError) as exc:
+            unusable[name] = str(exc)
+            continue
+        usable[name] = divergence
+    return usable, unusable
+
+
+def evaluate(
+    run_dir: str | Path,
+    metrics: list[Component],
+    seed: int = 0,
+    device: str = "auto",
+    cache_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Run ``metrics`` on the newest checkpoint of ``run_dir``; returns scores and protocols."""
+    from agekit.trainer import load_trained
+
+    path = ckpt.resolve(run_dir)
+    model, state = load_trained(path, device)
+    divergences, unusable = latent_divergences(model.prior)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    context = EvaluationContext(
+        encoder=model.pair.encoder,
+        generator=model.pair.generator,
+        prior=model.prior,
+        data=model.data,
+        dataset_name=model.config.data.name,
+        device=next(model.pair.generator.parameters()).device,
+        seed=seed,
+        cache_dir=cache,
+        divergences=divergences,
+    )
+    results: dict[str, Any] = {}
+    for spec in metrics:
+        metric = create("metric", spec.name, **spec.options)
+        torch.manual_seed(seed)
+        results[spec.name] = metric(context)
+    return {
+        "checkpoint": str(path),
+        "step": int(state["step"]),
+        "seed": seed,
+        "metrics": results,
+        "divergences_not_applicable": unusable,
+    }
+
+
+def default_cache_dir() -> Path:
+    """Where evaluation classifiers are cached: $AGEKIT_CACHE or ~/.cache/agekit."""
+    return Path(os.environ.get("AGEKIT_CACHE", Path.home() / ".cache" / "agekit"))
+
+
+def write_json_atomic(data: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,1 @@
+"""Studies: a TOML file of settings, axes and seeds; every run trained, evaluated and reported."""

@@ -1,0 +1,365 @@
+"""The study report: per-cell means with 95% confidence intervals over seeds, paired comparisons
+between cells, figures, and the files report.md, summary.csv and summary.json."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+from scipy import stats
+
+from agekit.evaluation import write_json_atomic
+
+console = Console()
+
+#: Metrics shown first, with the direction that is better.
+HEADLINE: dict[str, str] = {
+    "reconstruction.recon_l1": "lower",
+    "reconstruction.mean_image_l1": "reference",
+    "sample-quality.fd_classifier": "lower",
+    "sample-quality.kid": "lower",
+    "sample-quality.precision": "higher",
+    "sample-quality.recall": "higher",
+    "sample-quality.density": "higher",
+    "sample-quality.coverage": "higher",
+    "mode-coverage.modes_captured": "higher",
+    "mode-coverage.high_quality_percent": "higher",
+    "mode-coverage.reverse_kl": "lower",
+}
+
+
+@dataclass
+class CellStats:
+    setting: str
+    cell: str
+    n: int
+    mean: float
+    low: float
+    high: float
+    values: dict[int, float]
+
+
+def load_records(folder: Path) -> list[dict[str, Any]]:
+    records = []
+    for path in sorted((folder / "runs").glob("*/eval.json")):
+        records.append(json.loads(path.read_text()))
+    return records
+
+
+def flatten(record: dict[str, Any]) -> dict[str, float]:
+    flat: dict[str, float] = {}
+    for metric, values in record["metrics"].items():
+        for key, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            flat[f"{metric}.{key}"] = float(value)
+    return flat
+
+
+def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and Student-t confidence interval; with one value the interval is unknown (NaN)."""
+    array = np.asarray(values, dtype=np.float64)
+    mean = float(array.mean())
+    if len(array) < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + level / 2, len(array) - 1) * stats.sem(array))
+    return mean, mean - half, mean + half
+
+
+def paired_comparison(a: dict[int, float], b: dict[int, float]) -> dict[str, Any]:
+    """Paired by training seed: mean difference a - b, its 95% CI and the paired t-test p-value."""
+    seeds = sorted(set(a) & set(b))
+    diffs = [a[s] - b[s] for s in seeds]
+    result: dict[str, Any] = {"n_pairs": len(seeds)}
+    if len(seeds) < 2:
+        result.update(mean_diff=diffs[0] if diffs else math.nan, low=math.nan, high=math.nan,
+                      p_value=math.nan)
+        return result
+    mean, low, high = mean_ci(diffs)
+    if all(d == diffs[0] for d in diffs):
+        p_value = 1.0 if diffs[0] == 0 else 0.0
+    else:
+        p_value = float(stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue)
+    result.update(mean_diff=mean, low=low, high=high, p_value=p_value)
+    return result
+
+
+def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
+    by_cell: dict[tuple[str, str], dict[str, dict[int, float]]] = defaultdict(
+        lambda: defaultdict(dict)
+    )
+    for record in records:
+        for key, value in flatten(record).items():
+            by_cell[(record["setting"], record["cell"])][key][record["train_seed"]] = value
+    cells: dict[str, dict[str, Any]] = {}
+    for (setting, cell), metrics in sorted(by_cell.items()):
+        entry: dict[str, Any] = {"setting": setting, "metrics": {}}
+        for key, values in sorted(metrics.items()):
+            mean, low, high = mean_ci(list(values.values()))
+            entry["metrics"][key] = {
+                "n": len(values), "mean": mean, "ci95": [low, high],
+                "values": {str(seed): v for seed, v in sorted(values.items())},
+            }
+        cells[cell] = entry
+    comparisons = []
+    settings = sorted({entry["setting"] for entry in cells.values()})
+    for setting in settings:
+        names = [c for c, e in cells.items() if e["setting"] == setting]
+        for first, second in itertools.combinations(names, 2):
+            shared = set(cells[first]["metrics"]) & set(cells[second]["metrics"])
+            for key in sorted(shared):
+                a = {int(s): v for s, v in cells[first]["metrics"][key]["values"].items()}
+                b = {int(s): v for s, v in cells[second]["metrics"][key]["values"].items()}
+                comparison = paired_comparison(a, b)
+                comparison.update(setting=setting, metric=key, a=first, b=second)
+                comparisons.append(comparison)
+    return {"cells": cells, "comparisons": comparisons}
+
+
+def _fmt(value: float) -> str:
+    if math.isnan(value):
+        return "n/a"
+    return f"{value:.4g}"
+
+
+def _ci_text(stat: dict[str, Any]) -> str:
+    low, high = stat["ci95"]
+    if math.isnan(low):
+        return f"{_fmt(stat['mean'])} (n={stat['n']})"
+    return f"{_fmt(stat['mean'])} [{_fmt(low)}, {_fmt(high)}]"
+
+
+def _ordered_metrics(summary: dict[str, Any]) -> list[str]:
+    present = {key for cell in summary["cells"].values() for key in cell["metrics"]}
+    head = [key for key in HEADLINE if key in present]
+    rest = sorted(key for key in present if key not in HEADLINE)
+    return head + rest
+
+
+def write_report(folder: Path) -> dict[str, Any]:
+    folder = Path(folder)
+    records = load_records(folder)
+    study = json.loads((folder / "study.json").read_text()) if (folder / "study.json").exists() else {}
+    if not records:
+        console.print(f"[yellow]no evaluated runs in {folder / 'runs'} yet[/yellow]")
+        return {}
+    summary = summarise(records)
+    summary["study"] = study.get("study", {}).get("name", folder.name)
+    summary["question"] = study.get("study", {}).get("question", "")
+    summary["planned_runs"] = study.get("runs", [])
+    summary["evaluated_runs"] = sorted(r["run_id"] for r in records)
+    write_json_atomic(_json_safe(summary), folder / "summary.json")
+    _write_csv(summary, folder / "summary.csv")
+    figures = _figures(folder, records, summary)
+    (folder / "report.md").write_text(_markdown(summary, records, figures, folder))
+    _print_table(summary)
+    console.print(f"report: {folder / 'report.md'}")
+    return summary
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _write_csv(summary: dict[str, Any], path: Path) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["setting", "cell", "metric", "n", "mean", "ci95_low", "ci95_high"])
+        for cell, entry in summary["cells"].items():
+            for key, stat in entry["metrics"].items():
+                writer.writerow([entry["setting"], cell, key, stat["n"], stat["mean"], *stat["ci95"]])
+
+
+def _print_table(summary: dict[str, Any]) -> None:
+    keys = [k for k in _ordered_metrics(summary) if k in HEADLINE]
+    for setting in sorted({e["setting"] for e in summary["cells"].values()}):
+        table = Table(title=f"{summary['study']}: {setting} (mean [95% CI] over seeds)")
+        table.add_column("cell")
+        cells = {c: e for c, e in summary["cells"].items() if e["setting"] == setting}
+        shown = [k for k in keys if any(k in e["metrics"] for e in cells.values())]
+        for key in shown:
+            table.add_column(key.split(".", 1)[1])
+        for cell, entry in cells.items():
+            table.add_row(cell.removeprefix(setting + "__"),
+                          *[_ci_text(entry["metrics"][k]) if k in entry["metrics"] else "-"
+                            for k in shown])
+        console.print(table)
+
+
+def _markdown(
+    summary: dict[str, Any], records: list[dict[str, Any]], figures: dict[str, list[str]],
+    folder: Path,
+) -> str:
+    lines = [f"# Study: {summary['study']}", ""]
+    if summary["question"]:
+        lines += [f"**Question.** {summary['question']}", ""]
+    missing = sorted(set(summary["planned_runs"]) - set(summary["evaluated_runs"]))
+    lines += [
+        f"{len(summary['evaluated_runs'])} runs evaluated"
+        + (f"; {len(missing)} planned runs not evaluated yet: {', '.join(missing)}" if missing else "")
+        + ". Values are means over training seeds with Student-t 95% confidence intervals; "
+        "comparisons are paired by seed (paired t-test).",
+        "",
+    ]
+    for setting in sorted({e["setting"] for e in summary["cells"].values()}):
+        cells = {c: e for c, e in summary["cells"].items() if e["setting"] == setting}
+        keys = [k for k in _ordered_metrics(summary)
+                if any(k in e["metrics"] for e in cells.values())]
+        lines += [f"## {setting}", "", "| metric | " + " | ".join(
+            c.removeprefix(setting + "__") for c in cells) + " |",
+            "|---|" + "---|" * len(cells)]
+        for key in keys:
+            direction = HEADLINE.get(key, "")
+            label = f"{key} ({direction} is better)" if direction in ("lower", "higher") else key
+            lines.append(f"| {label} | " + " | ".join(
+                _ci_text(e["metrics"][key]) if key in e["metrics"] else "-" for e in cells.values()
+            ) + " |")
+        lines.append("")
+        comparisons = [c for c in summary["comparisons"]
+                       if c["setting"] == setting and c["metric"] in HEADLINE
+                       and HEADLINE[c["metric"]] != "reference"]
+        if comparisons:
+            lines += ["**Paired comparisons** (difference a − b):", ""]
+            lines += ["| metric | a | b | mean diff [95% CI] | p | verdict |", "|---|---|---|---|---|---|"]
+            for c in comparisons:
+                verdict = _verdict(c)
+                lines.append(
+                    f"| {c['metric']} | {c['a'].removeprefix(setting + '__')} | "
+                    f"{c['b'].removeprefix(setting + '__')} | {_fmt(c['mean_diff'])} "
+                    f"[{_fmt(c['low'])}, {_fmt(c['high'])}] | {_fmt(c['p_value'])} | {verdict} |"
+                )
+            lines.append("")
+        for figure in figures.get(setting, []):
+            lines += [f"![{figure}]({figure})", ""]
+    lines += ["## Protocols", ""]
+    protocols: dict[str, Any] = {}
+    for record in records:
+        for metric, values in record["metrics"].items():
+            protocols.setdefault(metric, values.get("protocol"))
+    for metric, protocol in protocols.items():
+        lines += [f"- **{metric}**: `{json.dumps(protocol, sort_keys=True)}`"]
+    lines += ["", "Each run's checkpoint, configuration, training log and evaluation are in "
+              f"`{folder / 'runs'}/<run>/`.", ""]
+    return "\n".join(lines)
+
+
+def _verdict(comparison: dict[str, Any]) -> str:
+    p = comparison["p_value"]
+    if comparison["n_pairs"] < 2 or math.isnan(p):
+        return "too few seeds to test"
+    return "differ (p < 0.05)" if p < 0.05 else "no significant difference"
+
+
+def _figures(folder: Path, records: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, list[str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = folder / "figures"
+    out.mkdir(exist_ok=True)
+    made: dict[str, list[str]] = defaultdict(list)
+    by_setting: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        by_setting[record["setting"]].append(record)
+    for setting, group in sorted(by_setting.items()):
+        cells = sorted({r["cell"] for r in group})
+        # Training curves: one panel per term, one line per cell (mean over seeds).
+        terms = [("kl_real", "KL_real"), ("kl_fake", "KL_fake"), ("data_rec", "L_X"),
+                 ("latent_rec", "L_Z")]
+        fig, axes = plt.subplots(1, len(terms), figsize=(4 * len(terms), 3.2))
+        for cell in cells:
+            curves = [_curve(folder / "runs" / r["run_id"] / "metrics.jsonl")
+                      for r in group if r["cell"] == cell]
+            for axis, (key, label) in zip(axes, terms, strict=True):
+                steps, values = _mean_curve([c.get(key, ([], [])) for c in curves])
+                if len(steps):
+                    axis.plot(steps, values, label=cell.removeprefix(setting + "__"))
+                axis.set_title(label)
+                axis.set_xlabel("iteration")
+        axes[0].legend(fontsize=7)
+        fig.tight_layout()
+        name = f"figures/curves_{setting}.png"
+        fig.savefig(folder / name, dpi=90)
+        plt.close(fig)
+        made[setting].append(name)
+        # Metric comparison with intervals.
+        keys = [k for k in HEADLINE if HEADLINE[k] != "reference"
+                and any(k in summary["cells"][c]["metrics"] for c in cells)]
+        if keys:
+            fig, axes = plt.subplots(1, len(keys), figsize=(2.6 * len(keys), 3.2), squeeze=False)
+            for axis, key in zip(axes[0], keys, strict=True):
+                means, errors, labels = [], [], []
+                for cell in cells:
+                    stat = summary["cells"][cell]["metrics"].get(key)
+                    if stat is None:
+                        continue
+                    means.append(stat["mean"])
+                    low, high = stat["ci95"]
+                    errors.append(0.0 if math.isnan(low) else (high - low) / 2)
+                    labels.append(cell.removeprefix(setting + "__"))
+                axis.bar(range(len(means)), means, yerr=errors, capsize=4,
+                         color=[f"C{i}" for i in range(len(means))])
+                axis.set_xticks(range(len(means)), labels, rotation=30, ha="right", fontsize=7)
+                axis.set_title(f"{key.split('.', 1)[1]} ({HEADLINE[key]})", fontsize=9)
+            fig.tight_layout()
+            name = f"figures/metrics_{setting}.png"
+            fig.savefig(folder / name, dpi=90)
+            plt.close(fig)
+            made[setting].append(name)
+        # Samples and reconstructions side by side, the first seed of each cell.
+        firsts = [min((r for r in group if r["cell"] == c), key=lambda r: r["train_seed"])
+                  for c in cells]
+        fig, axes = plt.subplots(len(firsts), 2, figsize=(8, 4 * len(firsts)), squeeze=False)
+        for row, record in zip(axes, firsts, strict=True):
+            images = folder / "runs" / record["run_id"] / "images"
+            for axis, kind in zip(row, ("samples", "reconstructions"), strict=True):
+                found = sorted(images.glob(f"{kind}_*.png"))
+                if found:
+                    axis.imshow(plt.imread(found[-1]))
+                axis.set_title(f"{record['cell'].removeprefix(setting + '__')}: {kind}", fontsize=9)
+                axis.axis("off")
+        fig.tight_layout()
+        name = f"figures/grids_{setting}.png"
+        fig.savefig(folder / name, dpi=100)
+        plt.close(fig)
+        made[setting].append(name)
+    return made
+
+
+def _curve(path: Path) -> dict[str, tuple[list[int], list[float]]]:
+    series: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
+    if not path.exists():
+        return series
+    for line in path.read_text().splitlines():
+        entry = json.loads(line)
+        for key, value in entry.items():
+            if isinstance(value, int | float):
+                series[key][0].append(entry["step"])
+                series[key][1].append(float(value))
+    return series
+
+
+def _mean_curve(curves: list[tuple[list[int], list[float]]]) -> tuple[np.ndarray, np.ndarray]:
+    curves = [c for c in curves if c[0]]
+    if not curves:
+        return np.array([]), np.array([])
+    length = min(len(c[0]) for c in curves)
+    steps = np.asarray(curves[0][0][:length])
+    values = np.mean([c[1][:length] for c in curves], axis=0)
+    return steps, values

@@ -1,0 +1,209 @@
+"""A study: one TOML file naming a base configuration, settings, axes and seeds.
+
+    name = "kl_vs_kozachenko"
+    question = "Do the parametric KL and the kNN estimator work equally well?"
+    seeds = [0, 1, 2]
+
+    [base]                      # an experiment configuration (agekit.config), recipe allowed
+    ...
+    [[settings]]                # named overrides of base, e.g. one per data set
+    name = "mnist5k"
+    metrics = ["reconstruction", "sample-quality"]   # default: by data set
+    config = { data = { name = "mnist5k" } }
+
+    [axes]                      # dotted configuration keys and the values to cross
+    "divergence.name" = ["gaussian-kl", "kozachenko-leonenko"]
+
+    [profiles.gpu]              # `agekit run STUDY --profile gpu`
+    set = { "train.steps" = 20000 }
+    settings.mnist5k = { "backbone.options.width" = 64 }
+
+Runs = settings x product(axes) x seeds; a *cell* is a run without its seed. Every run's
+configuration is built and validated (components and options included) before any training.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+
+from agekit.config import (
+    Component,
+    ConfigError,
+    ExperimentConfig,
+    Strict,
+    _format_errors,
+    deep_merge,
+    parse_config,
+)
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class MetricSpec(Component):
+    pass
+
+
+class Setting(Strict):
+    name: str
+    config: dict[str, Any] = Field(default_factory=dict)
+    #: Metric names or {name, options} tables; empty means the data set's defaults.
+    metrics: list[str | MetricSpec] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", value):
+            raise ValueError("use letters, digits and _ . + - only (it names folders)")
+        return value
+
+
+class Profile(Strict):
+    #: Dotted keys applied to every run.
+    set: dict[str, Any] = Field(default_factory=dict)
+    #: Dotted keys per setting name.
+    settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    seeds: list[int] | None = None
+
+
+class StudySpec(Strict):
+    name: str
+    question: str = ""
+    description: str = ""
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    base: dict[str, Any] = Field(default_factory=dict)
+    settings: list[Setting] = Field(default_factory=list)
+    axes: dict[str, list[Any]] = Field(default_factory=dict)
+    profiles: dict[str, Profile] = Field(default_factory=dict)
+    #: Seed of the evaluation (sample draws, subsets), the same for every run.
+    eval_seed: int = 1234
+
+    @field_validator("axes")
+    @classmethod
+    def _non_empty_axes(cls, axes: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in axes.items():
+            if not values:
+                raise ValueError(f"axis {key!r} has no values")
+        return axes
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    run_id: str
+    cell: str
+    setting: str
+    seed: int
+    axis_values: tuple[tuple[str, Any], ...]
+    config: ExperimentConfig
+    metrics: tuple[Component, ...]
+
+
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{dotted}: {part!r} is not a table")
+        node = child
+    node[parts[-1]] = value
+
+
+def _label(value: Any) -> str:
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", text)
+
+
+def load_study(path: str | Path) -> tuple[StudySpec, Path]:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such study file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return StudySpec.model_validate(raw), path
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, str(path))) from None
+
+
+def plan(spec: StudySpec, source: str, out_dir: Path, profile: str | None = None) -> list[PlannedRun]:
+    """Expand and validate every run; raises ConfigError naming the run and key on any problem."""
+    from agekit.evaluation import default_metrics
+    from agekit.registry import REGISTRY, RegistryError, validate_options
+
+    chosen = None
+    if profile is not None:
+        if profile not in spec.profiles:
+            known = ", ".join(sorted(spec.profiles)) or "(none)"
+            raise ConfigError(f"{source}: no profile {profile!r}; profiles: {known}")
+        chosen = spec.profiles[profile]
+    seeds = chosen.seeds if chosen and chosen.seeds else spec.seeds
+    settings = spec.settings or [Setting(name=spec.name)]
+    if chosen:
+        unknown = set(chosen.settings) - {s.name for s in settings}
+        if unknown:
+            raise ConfigError(f"{source}: profiles.{profile}.settings: unknown {sorted(unknown)}")
+    axis_keys = list(spec.axes)
+    runs: list[PlannedRun] = []
+    for setting in settings:
+        for combo in itertools.product(*(spec.axes[key] for key in axis_keys)):
+            axis_values = tuple(zip(axis_keys, combo, strict=True))
+            cell_parts = [setting.name] + [
+                f"{key.split('.')[-2] if key.endswith('.name') else key.split('.')[-1]}"
+                f"={_label(value)}"
+                for key, value in axis_values
+            ]
+            cell = "__".join(cell_parts)
+            for seed in seeds:
+                run_id = f"{cell}__seed{seed}"
+                raw = deep_merge(spec.base, setting.config)
+                for key, value in axis_values:
+                    set_dotted(raw, key, value)
+                if chosen:
+                    for key, value in chosen.set.items():
+                        set_dotted(raw, key, value)
+                    for key, value in chosen.settings.get(setting.name, {}).items():
+                        set_dotted(raw, key, value)
+                set_dotted(raw, "train.seed", seed)
+                raw["name"] = run_id
+                raw["out_dir"] = str(out_dir / "runs")
+                config = parse_config(raw, f"{source} (run {run_id})")
+                metrics = _metrics(setting, config, source, run_id, default_metrics)
+                for metric in metrics:
+                    try:
+                        factory = REGISTRY.load("metric", metric.name)
+                        validate_options(factory, metric.options, f"metric {metric.name!r}")
+                    except RegistryError as exc:
+                        raise ConfigError(f"{source}: settings {setting.name!r}: {exc}") from None
+                runs.append(
+                    PlannedRun(run_id, cell, setting.name, seed, axis_values, config, metrics)
+                )
+    ids = [r.run_id for r in runs]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{source}: two runs share an id; give settings distinct names")
+    return runs
+
+
+def _metrics(
+    setting: Setting, config: ExperimentConfig, source: str, run_id: str, defaults: Any
+) -> tuple[Component, ...]:
+    if setting.metrics:
+        return tuple(
+            Component(name=m) if isinstance(m, str) else Component(name=m.name, options=m.options)
+            for m in setting.metrics
+        )
+    from agekit.registry import create
+
+    kind = create("dataset", config.data.name, **config.data.options).kind
+    return tuple(Component(name=name) for name in defaults(config.data.name, kind))
