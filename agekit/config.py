@@ -84,8 +84,12 @@ class GameConfig(Strict):
     gen_steps_per_encoder_step: int = Field(2, ge=1)
     data_loss: Component = Field(default_factory=lambda: Component(name="l1"))
     latent_loss: Component = Field(default_factory=lambda: Component(name="l2"))
-    #: Safeguard: the encoder's reward for D(e(g(z))) stops growing beyond this value.
-    fake_margin: float | None = Field(None, gt=0)
+    #: Safeguard against encoder collapse: the encoder's reward for D(e(g(z))) stops growing
+    #: beyond this value (in the divergence's units; the built-ins report nats per latent
+    #: dimension). Without it the encoder can saturate, mapping every generated image to one
+    #: point, and the generator gets no signal (see docs/method.md). ``inf`` turns it off, as
+    #: in the paper's bare equations.
+    fake_margin: float = Field(0.5, gt=0)
     #: Safeguard: the reference code's adaptive weight on D(e(g(z))) in the encoder step.
     adaptive_adversary: AdaptiveAdversary | None = None
 

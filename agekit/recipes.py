@@ -12,6 +12,7 @@ a researcher can compare the paper, the code and a variant from configuration al
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -34,6 +35,7 @@ def _reference(
             "gen_steps_per_encoder_step": gen_steps,
             "data_loss": {"name": "l1"},
             "latent_loss": {"name": "cosine"},
+            "fake_margin": math.inf,
         },
         "optim": {"lr": 2e-4, "betas": [0.5, 0.999], "lr_drop_every": drop_lr},
         "train": {"epochs": epochs},
@@ -50,6 +52,7 @@ RECIPES: dict[str, dict[str, Any]] = {
             "gen_steps_per_encoder_step": 2,
             "data_loss": {"name": "l1"},
             "latent_loss": {"name": "l2"},
+            "fake_margin": math.inf,
         },
         "optim": {"lr": 2e-4, "betas": [0.5, 0.999]},
     },

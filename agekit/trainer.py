@@ -95,7 +95,7 @@ def build_model(config: ExperimentConfig, device: torch.device) -> Model:
             data_weight=config.game.data_weight,
             generator_data_weight=config.game.generator_data_weight,
             encoder_latent_weight=config.game.encoder_latent_weight,
-            fake_margin=config.game.fake_margin,
+            fake_margin=None if math.isinf(config.game.fake_margin) else config.game.fake_margin,
         ),
     )
     return Model(config, prior, data, pair, game)

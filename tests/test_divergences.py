@@ -139,7 +139,7 @@ def test_kl_sphere_matches_reference(dim: int) -> None:
     prior = SpherePrior(dim)
     codes = prior.project(torch.randn(256, dim, generator=gen(3), dtype=torch.float64) + 0.4)
     for k in (1, 3):
-        got = float(KozachenkoLeonenko(k=k)(codes, prior))
+        got = float(KozachenkoLeonenko(k=k, per_dimension=False)(codes, prior))
         assert math.isclose(got, ref_kl_sphere(codes.numpy(), k), rel_tol=1e-9, abs_tol=1e-9)
 
 
@@ -147,13 +147,13 @@ def test_kl_sphere_matches_reference(dim: int) -> None:
 def test_kl_euclidean_matches_reference(dim: int) -> None:
     prior = GaussianPrior(dim)
     codes = 0.8 * torch.randn(256, dim, generator=gen(4), dtype=torch.float64) + 0.3
-    got = float(KozachenkoLeonenko(k=3)(codes, prior))
+    got = float(KozachenkoLeonenko(k=3, per_dimension=False)(codes, prior))
     assert math.isclose(got, ref_kl_euclidean(codes.numpy(), 3), rel_tol=1e-9, abs_tol=1e-9)
 
 
 @pytest.mark.parametrize("dim", [3, 16, 64])
 def test_kl_sphere_unbiased_at_prior_and_no_flat_bias(dim: int) -> None:
-    prior, kl, n, batches = SpherePrior(dim), KozachenkoLeonenko(k=3), 256, 20
+    prior, kl, n, batches = SpherePrior(dim), KozachenkoLeonenko(k=3, per_dimension=False), 256, 20
     values, flat = [], []
     for s in range(batches):
         codes = prior.sample(n, gen(100 + s), dtype=torch.float64)
@@ -174,8 +174,16 @@ def test_kl_sphere_unbiased_at_prior_and_no_flat_bias(dim: int) -> None:
         assert np.mean(flat) < -10
 
 
+def test_kl_per_dimension_is_total_over_m() -> None:
+    """The default unit is nats per latent dimension, like gaussian-kl."""
+    for prior in (SpherePrior(16), GaussianPrior(4)):
+        codes = prior.sample(128, gen(7), dtype=torch.float64)
+        total = KozachenkoLeonenko(k=3, per_dimension=False)(codes, prior)
+        torch.testing.assert_close(KozachenkoLeonenko(k=3)(codes, prior), total / prior.dim)
+
+
 def test_kl_euclidean_bias_at_prior_small_dims() -> None:
-    kl = KozachenkoLeonenko(k=3)
+    kl = KozachenkoLeonenko(k=3, per_dimension=False)
     for dim, expected in ((2, 0.034), (4, 0.086)):  # measured means, 100 batches of B = 256
         prior = GaussianPrior(dim)
         values = [float(kl(prior.sample(256, gen(200 + s), dtype=torch.float64), prior))
@@ -187,7 +195,7 @@ def test_kl_euclidean_bias_at_prior_small_dims() -> None:
 
 def test_kl_vmf_closed_form() -> None:
     dim, kappa = 3, 4.0
-    prior, kl = SpherePrior(dim), KozachenkoLeonenko(k=3)
+    prior, kl = SpherePrior(dim), KozachenkoLeonenko(k=3, per_dimension=False)
     dist = vonmises_fisher(np.array([0.0, 0.0, 1.0]), kappa)
     truth = -float(dist.entropy()) + log_sphere_area(dim)
     values = []

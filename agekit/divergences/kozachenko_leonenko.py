@@ -86,6 +86,11 @@ class KozachenkoLeonenko(Divergence):
             the floor the value is inf and the gradient NaN. With it, a duplicate contributes a
             large but finite term (log F(1e-6) on the sphere, about (M-1) log 1e-6 nats), its
             gradient is 0, and every distinct pair (eps^2 >> 1e-12 in practice) is untouched.
+        per_dimension: report KL / M, nats per latent dimension, the unit of ``gaussian-kl`` (which
+            averages over dimensions as the paper's hyper-parameters assume). Then lambda, mu and
+            ``game.fake_margin`` weigh both divergences alike, and a comparison of the two
+            estimators is not confounded with an M-fold change of the adversarial weight.
+            ``False`` gives the total KL in nats.
 
     The reference measure follows ``prior.support``: the uniform distribution on the sphere, or the
     Gaussian with the prior's per-coordinate moments on R^M. A prior whose entropy shows it is not
@@ -102,10 +107,12 @@ class KozachenkoLeonenko(Divergence):
         tolerance=0.15,
         supports=("sphere", "euclidean"),
     )
-    closed_form_families: ClassVar[dict[str, str]] = {"vmf": "kl", "diagonal-gaussian": "kl"}
-
     def __init__(
-        self, k: int = 3, chunk_size: int | None = None, squared_distance_floor: float = 1e-12
+        self,
+        k: int = 3,
+        chunk_size: int | None = None,
+        squared_distance_floor: float = 1e-12,
+        per_dimension: bool = True,
     ) -> None:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
@@ -116,11 +123,22 @@ class KozachenkoLeonenko(Divergence):
         self.k = int(k)
         self.chunk_size = chunk_size
         self.squared_distance_floor = float(squared_distance_floor)
+        self.per_dimension = bool(per_dimension)
+
+    @property
+    def closed_form_families(self) -> dict[str, str]:
+        """For agekit.testing: which closed forms this estimate converges to, and on what scale."""
+        scale = "kl-per-dim" if self.per_dimension else "kl"
+        return {"vmf": scale, "diagonal-gaussian": scale}
 
     def min_batch(self) -> int:
         return self.k + 1
 
     def compute(self, codes: Tensor, prior: Prior) -> Tensor:
+        total = self._total_kl(codes, prior)
+        return total / codes.shape[1] if self.per_dimension else total
+
+    def _total_kl(self, codes: Tensor, prior: Prior) -> Tensor:
         n, dim = codes.shape
         sq_eps = kth_neighbour_sq_distances(
             codes, self.k, chunk_size=self.chunk_size, floor=self.squared_distance_floor
@@ -167,4 +185,7 @@ class KozachenkoLeonenko(Divergence):
         )
 
     def __repr__(self) -> str:
-        return f"KozachenkoLeonenko(k={self.k}, chunk_size={self.chunk_size})"
+        return (
+            f"KozachenkoLeonenko(k={self.k}, chunk_size={self.chunk_size}, "
+            f"per_dimension={self.per_dimension})"
+        )

@@ -1,0 +1,145 @@
+"""Studies: planning and validation before work, running, skipping, --only, the report."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from agekit.config import ConfigError
+from agekit.studies.report import mean_ci, paired_comparison
+from agekit.studies.runner import run_study
+from agekit.studies.spec import load_study, plan
+
+STUDY = """
+name = "tiny"
+question = "Does the divergence matter on a tiny ring?"
+seeds = [0, 1]
+
+[base]
+data = { name = "ring8", batch_size = 64, options = { size = 1024, test_size = 256 } }
+prior = { name = "sphere", dim = 4 }
+backbone = { name = "mlp", options = { hidden = 16, depth = 2 } }
+train = { steps = 12, checkpoint_every = 6, image_every = 12, log_every = 3, device = "cpu" }
+
+[[settings]]
+name = "ring8"
+metrics = ["reconstruction", { name = "mode-coverage", options = { n_samples = 300 } }]
+
+[axes]
+"divergence.name" = ["gaussian-kl", "kozachenko-leonenko"]
+
+[profiles.longer]
+set = { "train.steps" = 24 }
+"""
+
+
+def _write(tmp_path: Path, text: str = STUDY) -> Path:
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    return path
+
+
+def test_plan_expands_settings_axes_and_seeds(tmp_path: Path) -> None:
+    spec, source = load_study(_write(tmp_path))
+    runs = plan(spec, str(source), tmp_path / "out")
+    assert [r.run_id for r in runs] == [
+        "ring8__divergence=gaussian-kl__seed0",
+        "ring8__divergence=gaussian-kl__seed1",
+        "ring8__divergence=kozachenko-leonenko__seed0",
+        "ring8__divergence=kozachenko-leonenko__seed1",
+    ]
+    assert runs[1].config.train.seed == 1
+    assert runs[2].config.divergence.name == "kozachenko-leonenko"
+    longer = plan(spec, str(source), tmp_path / "out", profile="longer")
+    assert longer[0].config.train.steps == 24
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (('"kozachenko-leonenko"]', '"kozachenko-leonenkoo"]'), "Did you mean 'kozachenko-leonenko'"),
+        (("hidden = 16", "hiddden = 16"), "hiddden"),
+        (('question =', 'questionn ='), "questionn: unknown key"),
+        (('"mode-coverage"', '"mode-covrage"'), "no metric named 'mode-covrage'"),
+        (('steps = 12', 'steps = -1'), "train.steps"),
+    ],
+)
+def test_every_run_is_validated_before_any_training(
+    tmp_path: Path, edit: tuple[str, str], message: str
+) -> None:
+    path = _write(tmp_path, STUDY.replace(*edit))
+    with pytest.raises(ConfigError, match=message) as info:
+        run_study(path, out=tmp_path / "out")
+    assert str(path) in str(info.value)
+    assert not (tmp_path / "out" / "runs").exists()  # nothing was trained
+
+
+def test_unknown_profile(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no profile 'gpu'; profiles: longer"):
+        run_study(_write(tmp_path), out=tmp_path / "out", profile="gpu")
+
+
+def test_run_skip_only_and_report(tmp_path: Path) -> None:
+    path = _write(tmp_path)
+    out = tmp_path / "out"
+    first = "ring8__divergence=gaussian-kl__seed0"
+    run_study(path, out=out, only=[first], progress=False)
+    evaluation = json.loads((out / "runs" / first / "eval.json").read_text())
+    assert evaluation["step"] == 12
+    assert set(evaluation["metrics"]) == {"reconstruction", "mode-coverage"}
+    assert evaluation["metrics"]["mode-coverage"]["protocol"]
+    before = (out / "runs" / first / "eval.json").stat().st_mtime_ns
+
+    run_study(path, out=out, progress=False)  # the finished run is skipped, the rest run
+    assert (out / "runs" / first / "eval.json").stat().st_mtime_ns == before
+    assert len(list((out / "runs").glob("*/eval.json"))) == 4
+
+    summary = json.loads((out / "summary.json").read_text())
+    cell = summary["cells"]["ring8__divergence=gaussian-kl"]
+    assert cell["metrics"]["reconstruction.recon_l1"]["n"] == 2
+    assert any(c["metric"] == "reconstruction.recon_l1" for c in summary["comparisons"])
+    report = (out / "report.md").read_text()
+    assert "Does the divergence matter" in report and "paired" in report
+    for figure in ("curves_ring8.png", "metrics_ring8.png", "grids_ring8.png"):
+        assert (out / "figures" / figure).stat().st_size > 0
+    assert (out / "summary.csv").read_text().startswith("setting,cell,metric")
+
+
+def test_only_rejects_unknown_run(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no run named nope"):
+        run_study(_write(tmp_path), out=tmp_path / "out", only=["nope"])
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    from agekit.trainer import Trainer
+
+    path = _write(tmp_path)
+    out = tmp_path / "out"
+    spec, source = load_study(path)
+    run = plan(spec, str(source), out)[0]
+    Trainer(run.config, out / "runs" / run.run_id).save_checkpoint()  # as if killed at step 0
+    run_study(path, out=out, only=[run.run_id], progress=False)
+    record = json.loads((out / "runs" / run.run_id / "eval.json").read_text())
+    assert record["resumed"] is True and record["step"] == 12
+
+
+def test_confidence_interval_matches_scipy_t() -> None:
+    mean, low, high = mean_ci([1.0, 2.0, 3.0])
+    # t_{0.975, 2} = 4.302653; sem = 1/sqrt(3)
+    assert mean == 2.0
+    assert high - mean == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)
+    assert math.isnan(mean_ci([1.0])[1])
+
+
+def test_paired_comparison_detects_a_consistent_difference() -> None:
+    a = {0: 1.0, 1: 1.1, 2: 0.9, 3: 1.05}
+    b = {seed: value + 0.5 for seed, value in a.items()}
+    b[3] += 0.01
+    result = paired_comparison(a, b)
+    assert result["mean_diff"] == pytest.approx(-0.5025)
+    assert result["p_value"] < 1e-3
+    same = paired_comparison(a, dict(a))
+    assert same["p_value"] == 1.0
