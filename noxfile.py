@@ -49,7 +49,9 @@ def bench(session: nox.Session) -> None:
 @nox.session(venv_params=["--system-site-packages"])
 def plugins(session: nox.Session) -> None:
     """Install each example plugin beside agekit in a fresh environment and run its tests."""
-    for plugin in sorted((ROOT / "plugins").glob("*/pyproject.toml")):
-        folder = plugin.parent
+    folders = [p.parent for p in sorted((ROOT / "plugins").glob("*/pyproject.toml"))]
+    # All first, so the cross-plugin tests (a plugin divergence on a plugin prior) run too.
+    for folder in folders:
         session.install("--no-build-isolation", "-e", str(folder))
+    for folder in folders:
         session.run("python", "-m", "pytest", str(folder / "tests"), "-q", "-p", "no:cacheprovider")
