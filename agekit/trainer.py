@@ -506,13 +506,16 @@ class Trainer:
             self.generator.train(modes[1])
 
 
-def test_batch(data: DataSource, n: int) -> Tensor:
-    """The first ``n`` test samples: the same images in every grid of a run."""
+def test_batch(data: DataSource, n: int, seed: int = 0) -> Tensor:
+    """``n`` test samples drawn with a fixed seed: the same images in every grid of a run, and
+    a mix of classes (splits may be stored class by class)."""
     tensors = data.tensors("test")
+    size = int(tensors[0].shape[0]) if tensors is not None else len(data.split("test"))  # type: ignore[arg-type]
+    index = torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:n]
     if tensors is not None:
-        return tensors[0][:n]
+        return tensors[0][index]
     split = data.split("test")
-    return torch.stack([split[i][0] for i in range(min(n, len(split)))])  # type: ignore[arg-type]
+    return torch.stack([split[int(i)][0] for i in index])
 
 
 def _as_python_random_state(state: Any) -> tuple[Any, ...]:

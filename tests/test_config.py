@@ -1,0 +1,93 @@
+"""Configuration files: every shipped one validates; every bad one fails early and precisely."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agekit.cli import main
+from agekit.config import ConfigError, load_config, parse_config
+from agekit.studies.spec import load_study, plan
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_configs_validate(path: Path) -> None:
+    config = load_config(path)
+    assert config.train.steps or config.train.epochs
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "studies").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_studies_plan(path: Path, tmp_path: Path) -> None:
+    spec, source = load_study(path)
+    runs = plan(spec, str(source), tmp_path)
+    assert runs
+    for name in spec.profiles:
+        assert plan(spec, str(source), tmp_path, profile=name)
+
+
+BASE = 'name = "x"\n[data]\nname = "ring8"\n[backbone]\nname = "mlp"\n[train]\nsteps = 5\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (BASE + "[optim]\nlrr = 0.1\n", r"optim\.lrr: unknown key"),
+        (BASE + "[optim]\nlr = -1\n", r"optim\.lr: Input should be greater than 0"),
+        (BASE.replace('name = "mlp"', 'name = "mpl"'), r"backbone: no backbone named 'mpl'.*'mlp'"),
+        (BASE + "[divergence]\nname = \"gaussian-kl\"\noptions = { k = 3 }\n",
+         r"divergence: divergence 'gaussian-kl' does not accept option\(s\) 'k'"),
+        (BASE + "[game]\ngen_steps_per_encoder_step = 0\n", r"game\.gen_steps_per_encoder_step"),
+        (BASE.replace("steps = 5", "device = \"cpu\""), r"set a budget"),
+        (BASE + 'recipe = "nope"\n', r"recipe"),
+        ("name = \n", r"not valid TOML"),
+        (BASE + "[prior]\nname = \"sphere\"\ndim = \"big\"\n", r"prior\.dim"),
+    ],
+)
+def test_bad_configs_name_file_key_and_expectation(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=expected) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_unknown_recipe_lists_recipes() -> None:
+    with pytest.raises(ConfigError, match="recipes: paper, reference-celeba"):
+        parse_config({"recipe": "nope"})
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="no such configuration file"):
+        load_config("/nonexistent/agekit.toml")
+
+
+def test_cli_reports_config_errors_without_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(BASE + "[optim]\nlrr = 0.1\n")
+    assert main(["train", str(path), "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "optim.lrr: unknown key" in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_reference_recipe_reproduces_the_reference_code_settings() -> None:
+    config = parse_config({"recipe": "reference-cifar10", "data": {"options": {"root": "x"}}})
+    assert config.prior.dim == 128 and config.data.batch_size == 64
+    assert config.game.latent_loss.name == "cosine"
+    # The reference latent loss is 2 - mean(cos)/nz: match_z 1000 is 1000/nz on agekit's scale.
+    assert config.game.latent_weight == pytest.approx(1000 / 128)
+    assert config.divergence.options == {"reference_code_variance": True}
+    assert config.optim.lr_drop_every == 40 and config.train.epochs == 150
+
+
+def test_file_keys_override_the_recipe() -> None:
+    config = parse_config({"recipe": "paper", "game": {"latent_weight": 500.0}})
+    assert config.game.latent_weight == 500.0
+    assert config.game.data_weight == 10.0
