@@ -60,7 +60,9 @@ def checkpoints(folder: Path) -> list[Path]:
     """Checkpoints in ``folder``, oldest first."""
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name))]
+    found = [
+        (int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name))
+    ]
     return [p for _, p in sorted(found)]
 
 

@@ -29,8 +29,13 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for entry in entries:
         status = entry.status
         style = "red" if status.startswith("broken") else "green"
-        table.add_row(entry.name, entry.kind, entry.distribution, entry.version,
-                      f"[{style}]{status}[/{style}]")
+        table.add_row(
+            entry.name,
+            entry.kind,
+            entry.distribution,
+            entry.version,
+            f"[{style}]{status}[/{style}]",
+        )
     console.print(table)
     return 0
 
@@ -65,10 +70,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides["out_dir"] = args.out
     config = load_config(args.config, overrides)
     trainer = Trainer(config, run_dir=args.run_dir, progress=not args.quiet)
-    console.print(f"[bold]agekit train[/bold] {config.name} on {trainer.device} -> {trainer.run_dir}")
+    console.print(
+        f"[bold]agekit train[/bold] {config.name} on {trainer.device} -> {trainer.run_dir}"
+    )
     result = trainer.fit(resume=args.resume)
-    console.print(f"{result.status}: step {result.step}, epoch {result.epoch}; "
-                  f"images in {result.run_dir / 'images'}, log {trainer.metrics_path}")
+    console.print(
+        f"{result.status}: step {result.step}, epoch {result.epoch}; "
+        f"images in {result.run_dir / 'images'}, log {trainer.metrics_path}"
+    )
     return 0
 
 
@@ -105,8 +114,9 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         recon = model.pair.generator(model.pair.encoder(x))
     save_pairs_grid(x, recon, Path(args.out), model.data)
     l1 = float((recon - x).abs().mean())
-    console.print(f"wrote {len(x)} test images and their reconstructions to {args.out} "
-                  f"(mean L1 {l1:.4f})")
+    console.print(
+        f"wrote {len(x)} test images and their reconstructions to {args.out} (mean L1 {l1:.4f})"
+    )
     return 0
 
 
@@ -129,13 +139,28 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
         rows = []
         for row in range(args.rows):
             path = interpolate(codes[2 * row], codes[2 * row + 1], args.steps, model.prior)
-            rows.append(torch.cat([x[2 * row : 2 * row + 1], model.pair.generator(path),
-                                   x[2 * row + 1 : 2 * row + 2]]))
+            rows.append(
+                torch.cat(
+                    [
+                        x[2 * row : 2 * row + 1],
+                        model.pair.generator(path),
+                        x[2 * row + 1 : 2 * row + 2],
+                    ]
+                )
+            )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    save_image(torch.cat(rows), args.out, nrow=args.steps + 2, normalize=True,
-               value_range=(-1, 1), pad_value=1.0)
-    console.print(f"wrote {args.rows} interpolations to {args.out} "
-                  "(ends: the real test images; between: decoded codes)")
+    save_image(
+        torch.cat(rows),
+        args.out,
+        nrow=args.steps + 2,
+        normalize=True,
+        value_range=(-1, 1),
+        pad_value=1.0,
+    )
+    console.print(
+        f"wrote {args.rows} interpolations to {args.out} "
+        "(ends: the real test images; between: decoded codes)"
+    )
     return 0
 
 
@@ -152,8 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     p.add_argument("--out", help="parent folder of the run (overrides out_dir)")
     p.add_argument("--run-dir", help="exact run folder (default OUT/NAME)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a configuration key, e.g. --set train.steps=200")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a configuration key, e.g. --set train.steps=200",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
@@ -195,8 +224,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agekit.trainer import DeviceUnavailable, TrainingDiverged
 
     args = build_parser().parse_args(argv)
-    known = (UsageError, ConfigError, RegistryError, CheckpointError, DeviceUnavailable,
-             TrainingDiverged, ComponentInputError, FileNotFoundError)
+    known = (
+        UsageError,
+        ConfigError,
+        RegistryError,
+        CheckpointError,
+        DeviceUnavailable,
+        TrainingDiverged,
+        ComponentInputError,
+        FileNotFoundError,
+    )
     try:
         return int(args.func(args))
     except known as exc:

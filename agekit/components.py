@@ -25,7 +25,7 @@ class ComponentInputError(ValueError):
 class Prior(ABC):
     """A reference distribution Z in the latent space, with the statistics divergences need."""
 
-    #: "sphere": codes lie on the unit sphere S^{M-1} in R^M; "euclidean": codes are anywhere in R^M.
+    #: "sphere": codes lie on the unit sphere S^{M-1} in R^M; "euclidean": anywhere in R^M.
     support: ClassVar[Literal["sphere", "euclidean"]]
 
     def __init__(self, dim: int) -> None:
@@ -60,8 +60,11 @@ class Prior(ABC):
     def entropy(self) -> float:
         """Differential entropy in nats, w.r.t. the support's own measure."""
 
-    def check_support(self, codes: Tensor, *, atol: float | None = None) -> None:
-        """Raise ComponentInputError when ``codes`` are not points of the support."""
+    def check_support(self, codes: Tensor, *, atol: float | None = None) -> None:  # noqa: B027
+        """Raise ComponentInputError when ``codes`` are not points of the support.
+
+        Every point of R^M is in the support of a Euclidean prior, so the default accepts all.
+        """
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(dim={self.dim})"
@@ -142,7 +145,7 @@ class Divergence(ABC):
 
 # Reconstruction losses ---------------------------------------------------------------------------
 class ReconstructionLoss(ABC):
-    """A per-sample distance between a target and its reconstruction, usable in data or latent space."""
+    """A per-sample distance between a target and its reconstruction (data or latent space)."""
 
     @abstractmethod
     def per_sample(self, target: Tensor, reconstruction: Tensor) -> Tensor:
@@ -224,7 +227,7 @@ class DataSource(ABC):
 
 # Metrics -----------------------------------------------------------------------------------------
 class Metric(ABC):
-    """An evaluation of a trained model; returns named numbers plus the protocol that produced them."""
+    """An evaluation of a trained model: named numbers plus the protocol that produced them."""
 
     @abstractmethod
     def __call__(self, context: Any) -> dict[str, Any]: ...

@@ -34,7 +34,7 @@ def default_metrics(dataset: str, kind: str) -> list[str]:
 
 
 def latent_divergences(prior: Prior) -> tuple[dict[str, Divergence], dict[str, str]]:
-    """Every registered divergence (default options) that can serve ``prior``, and why others can't."""
+    """Registered divergences (default options) that can serve ``prior``; why the others can't."""
     usable: dict[str, Divergence] = {}
     unusable: dict[str, str] = {}
     probe = prior.sample(16, torch.Generator().manual_seed(0), dtype=torch.float64)

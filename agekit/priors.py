@@ -1,4 +1,4 @@
-"""The two priors of the paper: the uniform distribution on the unit sphere and the standard Gaussian."""
+"""The paper's two priors: uniform on the unit sphere, and the standard Gaussian."""
 
 from __future__ import annotations
 

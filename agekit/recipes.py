@@ -17,8 +17,16 @@ from typing import Any
 
 
 def _reference(
-    *, dataset: str, image_size: int, nz: int, batch: int, epochs: int, drop_lr: int,
-    gen_steps: int, match_z: float, data_options: dict[str, Any] | None = None,
+    *,
+    dataset: str,
+    image_size: int,
+    nz: int,
+    batch: int,
+    epochs: int,
+    drop_lr: int,
+    gen_steps: int,
+    match_z: float,
+    data_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "data": {
@@ -57,16 +65,34 @@ RECIPES: dict[str, dict[str, Any]] = {
         "optim": {"lr": 2e-4, "betas": [0.5, 0.999]},
     },
     "reference-celeba": _reference(
-        dataset="celeba", image_size=64, nz=64, batch=64, epochs=5, drop_lr=5, gen_steps=3,
+        dataset="celeba",
+        image_size=64,
+        nz=64,
+        batch=64,
+        epochs=5,
+        drop_lr=5,
+        gen_steps=3,
         match_z=1000.0,
     ),
     "reference-cifar10": _reference(
-        dataset="cifar10", image_size=32, nz=128, batch=64, epochs=150, drop_lr=40, gen_steps=2,
+        dataset="cifar10",
+        image_size=32,
+        nz=128,
+        batch=64,
+        epochs=150,
+        drop_lr=40,
+        gen_steps=2,
         match_z=1000.0,
     ),
     "reference-tiny-imagenet": _reference(
-        dataset="image-folder", image_size=32, nz=128, batch=64, epochs=6, drop_lr=3,
-        gen_steps=2, match_z=2000.0,
+        dataset="image-folder",
+        image_size=32,
+        nz=128,
+        batch=64,
+        epochs=6,
+        drop_lr=3,
+        gen_steps=2,
+        match_z=2000.0,
     ),
 }
 

@@ -1,13 +1,14 @@
 """One registry for every kind of agekit component.
 
 Built-ins and third-party plugins are found the same way: through package entry points, one group
-per kind (``agekit.priors``, ``agekit.divergences``, ...). Listing names reads package metadata only;
-a component's module is imported the first time it is created, and a plugin that fails to import is
-reported by name without breaking the others.
+per kind (``agekit.priors``, ``agekit.divergences``, ...). Listing names reads package metadata
+only; a component's module is imported the first time it is created, and a plugin that fails to
+import is reported by name without breaking the others.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import inspect
 from collections.abc import Callable, Iterable
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import ConfigDict, ValidationError, create_model
 
 #: kind -> entry-point group. Later issues add kinds here, nowhere else.
 GROUPS: dict[str, str] = {
@@ -211,10 +212,8 @@ class Registry:
         """Import every component (for ``agekit list``) and return the entries with their status."""
         entries = self.entries(kind)
         for entry in entries:
-            try:
+            with contextlib.suppress(RegistryError):  # the entry records why it is broken
                 self.load(entry.kind, entry.name)
-            except RegistryError:
-                pass
         return entries
 
     def _unknown_message(self, kind: str, name: str, entries: dict[str, Entry]) -> str:

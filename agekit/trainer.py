@@ -104,8 +104,9 @@ def build_model(config: ExperimentConfig, device: torch.device) -> Model:
 class BatchStream:
     """Seeded epoch permutations with a resumable position (identical order after a resume)."""
 
-    def __init__(self, data: DataSource, batch_size: int, device: torch.device, seed: int,
-                 workers: int = 0) -> None:
+    def __init__(
+        self, data: DataSource, batch_size: int, device: torch.device, seed: int, workers: int = 0
+    ) -> None:
         self.batch_size = batch_size
         self.device = device
         self.generator = torch.Generator().manual_seed(seed)
@@ -184,8 +185,9 @@ class BatchStream:
 class AdaptiveAdversaryWeight:
     """The reference code's adaptive weight on D(e(g(z))) in the encoder step (see config)."""
 
-    def __init__(self, increase: float, decrease: float, threshold: float, initial: float,
-                 maximum: float) -> None:
+    def __init__(
+        self, increase: float, decrease: float, threshold: float, initial: float, maximum: float
+    ) -> None:
         self.increase, self.decrease, self.threshold = increase, decrease, threshold
         self.maximum = maximum
         self.weight = initial
@@ -248,8 +250,9 @@ class Trainer:
         fixed = torch.Generator().manual_seed(t.seed + 3)
         self.fixed_z = self.model.prior.sample(t.grid_size, fixed).to(self.device)
         self._compiled: tuple[nn.Module, nn.Module] | None = None
+        self._tb_writer: Any = None
 
-    # paths -----------------------------------------------------------------------------------------
+    # paths ----------------------------------------------------------------------------------------
     @property
     def checkpoint_dir(self) -> Path:
         return self.run_dir / "checkpoints"
@@ -258,7 +261,7 @@ class Trainer:
     def metrics_path(self) -> Path:
         return self.run_dir / "metrics.jsonl"
 
-    # state -----------------------------------------------------------------------------------------
+    # state ----------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
             "format": 1,
@@ -333,7 +336,7 @@ class Trainer:
         ]
         self.metrics_path.write_text("".join(line + "\n" for line in kept))
 
-    # the loop --------------------------------------------------------------------------------------
+    # the loop -------------------------------------------------------------------------------------
     def _budget_steps(self) -> int | None:
         t = self.config.train
         candidates = []
@@ -372,7 +375,7 @@ class Trainer:
                     group["lr"] = o.lr * scale
 
     def train_step(self) -> dict[str, float]:
-        """One iteration: an encoder update, then ``gen_steps_per_encoder_step`` generator updates."""
+        """One iteration: an encoder update, then ``gen_steps_per_encoder_step`` generator ones."""
         game = self.model.game
         encoder, generator = self._networks()
         game.encoder, game.generator = encoder, generator  # type: ignore[assignment]
@@ -458,11 +461,18 @@ class Trainer:
                 last = record
                 if self.step % t.log_every == 0 or self.step == total:
                     now = time.perf_counter()
-                    rate = window_steps * self.config.data.batch_size / max(now - window_start, 1e-9)
+                    rate = (
+                        window_steps * self.config.data.batch_size / max(now - window_start, 1e-9)
+                    )
                     window_start, window_steps = now, 0
-                    entry = {"step": self.step, "epoch": self.stream.epoch,
-                             "lr": self.config.optim.lr * self.lr_scale,
-                             "images_per_s": rate, "elapsed_s": self.elapsed, **record}
+                    entry = {
+                        "step": self.step,
+                        "epoch": self.stream.epoch,
+                        "lr": self.config.optim.lr * self.lr_scale,
+                        "images_per_s": rate,
+                        "elapsed_s": self.elapsed,
+                        **record,
+                    }
                     self._log(entry)
                     bar.update(task, stats=_format_stats(entry))
                 if self.step % t.image_every == 0:
@@ -477,12 +487,29 @@ class Trainer:
         self._emit("end", {"step": self.step, "status": status})
         return result
 
-    # outputs ---------------------------------------------------------------------------------------
+    # outputs --------------------------------------------------------------------------------------
     def _log(self, entry: dict[str, Any]) -> None:
         self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
         with self.metrics_path.open("a") as handle:
             handle.write(json.dumps(entry) + "\n")
+        writer = self._tensorboard()
+        if writer is not None:
+            for key, value in entry.items():
+                if key != "step" and isinstance(value, int | float):
+                    writer.add_scalar(key, value, entry["step"])
+            writer.flush()
         self._emit("log", entry)
+
+    def _tensorboard(self) -> Any:
+        """A TensorBoard writer when the tensorboard package is installed (optional)."""
+        if self._tb_writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                self._tb_writer = False
+            else:
+                self._tb_writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        return self._tb_writer or None
 
     def _emit(self, event: str, record: dict[str, Any]) -> None:
         for callback in self.callbacks:
@@ -524,8 +551,12 @@ def _as_python_random_state(state: Any) -> tuple[Any, ...]:
 
 
 def _format_stats(entry: dict[str, Any]) -> str:
-    names = [("kl_real", "KL_real"), ("kl_fake", "KL_fake"), ("data_rec", "L_X"),
-             ("latent_rec", "L_Z")]
+    names = [
+        ("kl_real", "KL_real"),
+        ("kl_fake", "KL_fake"),
+        ("data_rec", "L_X"),
+        ("latent_rec", "L_Z"),
+    ]
     parts = [f"{label} {entry[key]:.3f}" for key, label in names if key in entry]
     parts.append(f"{entry['images_per_s']:.0f} img/s")
     return "  ".join(parts)

@@ -15,14 +15,20 @@ SCATTER_SIZE = 384
 
 
 def _nrow(n: int) -> int:
-    return max(1, int(round(n**0.5)))
+    return max(1, round(n**0.5))
 
 
 def save_samples(samples: Tensor, path: Path, data: DataSource) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if samples.ndim == 4:
-        save_image(samples.float().cpu(), path, nrow=_nrow(len(samples)), normalize=True,
-                   value_range=(-1, 1), pad_value=1.0)
+        save_image(
+            samples.float().cpu(),
+            path,
+            nrow=_nrow(len(samples)),
+            normalize=True,
+            value_range=(-1, 1),
+            pad_value=1.0,
+        )
         return
     if samples.ndim == 2 and samples.shape[1] == 2:
         reference = _reference_points(data)
@@ -36,8 +42,14 @@ def save_pairs_grid(real: Tensor, reconstruction: Tensor, path: Path, data: Data
     path.parent.mkdir(parents=True, exist_ok=True)
     if real.ndim == 4:
         pairs = torch.stack([real.cpu(), reconstruction.float().cpu()], dim=1).flatten(0, 1)
-        save_image(pairs, path, nrow=2 * _nrow(len(real)), normalize=True, value_range=(-1, 1),
-                   pad_value=1.0)
+        save_image(
+            pairs,
+            path,
+            nrow=2 * _nrow(len(real)),
+            normalize=True,
+            value_range=(-1, 1),
+            pad_value=1.0,
+        )
         return
     if real.ndim == 2 and real.shape[1] == 2:
         save_image(scatter([real.cpu(), reconstruction.float().cpu()]), path)

@@ -28,8 +28,11 @@ def _config(steps: int, width: int, batch: int) -> dict:
         "prior": {"name": "sphere", "dim": 16},
         "backbone": {"name": "dcgan", "options": {"width": width}},
         "train": {
-            "steps": steps, "device": "cpu", "log_every": 25,
-            "image_every": 10**9, "checkpoint_every": 10**9,
+            "steps": steps,
+            "device": "cpu",
+            "log_every": 25,
+            "image_every": 10**9,
+            "checkpoint_every": 10**9,
         },
     }
 
@@ -101,7 +104,10 @@ def main() -> None:
     print(f"dcgan width {args.width}, batch {args.batch}, {args.steps} iterations x {args.repeats}")
     print(f"bare loop : {bare_rate:7.3f} it/s  ({bare_rate * args.batch:7.1f} real images/s)")
     print(f"trainer   : {trainer_rate:7.3f} it/s  ({trainer_rate * args.batch:7.1f} real images/s)")
-    print(f"ratio bare/trainer = {ratio:.3f}  (target <= 1.05: {'met' if ratio <= 1.05 else 'NOT met'})")
+    print(
+        f"ratio bare/trainer = {ratio:.3f}  "
+        f"(target <= 1.05: {'met' if ratio <= 1.05 else 'NOT met'})"
+    )
 
 
 if __name__ == "__main__":

@@ -37,13 +37,15 @@ BASE = 'name = "x"\n[data]\nname = "ring8"\n[backbone]\nname = "mlp"\n[train]\ns
         (BASE + "[optim]\nlrr = 0.1\n", r"optim\.lrr: unknown key"),
         (BASE + "[optim]\nlr = -1\n", r"optim\.lr: Input should be greater than 0"),
         (BASE.replace('name = "mlp"', 'name = "mpl"'), r"backbone: no backbone named 'mpl'.*'mlp'"),
-        (BASE + "[divergence]\nname = \"gaussian-kl\"\noptions = { k = 3 }\n",
-         r"divergence: divergence 'gaussian-kl' does not accept option\(s\) 'k'"),
+        (
+            BASE + '[divergence]\nname = "gaussian-kl"\noptions = { k = 3 }\n',
+            r"divergence: divergence 'gaussian-kl' does not accept option\(s\) 'k'",
+        ),
         (BASE + "[game]\ngen_steps_per_encoder_step = 0\n", r"game\.gen_steps_per_encoder_step"),
-        (BASE.replace("steps = 5", "device = \"cpu\""), r"set a budget"),
+        (BASE.replace("steps = 5", 'device = "cpu"'), r"set a budget"),
         (BASE + 'recipe = "nope"\n', r"recipe"),
         ("name = \n", r"not valid TOML"),
-        (BASE + "[prior]\nname = \"sphere\"\ndim = \"big\"\n", r"prior\.dim"),
+        (BASE + '[prior]\nname = "sphere"\ndim = "big"\n', r"prior\.dim"),
     ],
 )
 def test_bad_configs_name_file_key_and_expectation(

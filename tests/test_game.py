@@ -16,9 +16,13 @@ def _game(weights: GameWeights | None = None) -> AGEGame:
     prior = agekit.create("prior", "sphere", dim=4)
     pair = agekit.create("backbone", "mlp", hidden=16, depth=2).build((2,), 4, prior)
     return AGEGame(
-        pair.encoder, pair.generator, prior,
+        pair.encoder,
+        pair.generator,
+        prior,
         agekit.create("divergence", "gaussian-kl"),
-        agekit.create("loss", "l1"), agekit.create("loss", "l2"), weights,
+        agekit.create("loss", "l1"),
+        agekit.create("loss", "l2"),
+        weights,
     )
 
 
@@ -44,7 +48,9 @@ def test_encoder_loss_signs() -> None:
     out = game.encoder_step(x, z, adversary_weight=0.5)
     t = out.terms
     # The encoder MAXIMISES D(e(g(z))) - D(e(x)) - mu L_X: it minimises the negation.
-    torch.testing.assert_close(out.loss, t["kl_real"] - 0.5 * t["kl_fake_enc"] + 3.0 * t["data_rec"])
+    torch.testing.assert_close(
+        out.loss, t["kl_real"] - 0.5 * t["kl_fake_enc"] + 3.0 * t["data_rec"]
+    )
 
 
 def test_fake_margin_caps_the_encoders_reward() -> None:
@@ -73,13 +79,15 @@ def test_each_step_changes_only_its_own_network(step: str) -> None:
     from agekit.config import parse_config
     from agekit.trainer import Trainer
 
-    config = parse_config({
-        "data": {"name": "ring8", "batch_size": 32, "options": {"size": 512, "test_size": 64}},
-        "prior": {"name": "sphere", "dim": 4},
-        "backbone": {"name": "mlp", "options": {"hidden": 16, "depth": 2}},
-        "game": {"gen_steps_per_encoder_step": 1 if step == "encoder" else 2},
-        "train": {"steps": 1, "device": "cpu"},
-    })
+    config = parse_config(
+        {
+            "data": {"name": "ring8", "batch_size": 32, "options": {"size": 512, "test_size": 64}},
+            "prior": {"name": "sphere", "dim": 4},
+            "backbone": {"name": "mlp", "options": {"hidden": 16, "depth": 2}},
+            "game": {"gen_steps_per_encoder_step": 1 if step == "encoder" else 2},
+            "train": {"steps": 1, "device": "cpu"},
+        }
+    )
     trainer = Trainer(config, run_dir="/nonexistent-not-written")
     enc0, gen0 = _params(trainer.encoder), _params(trainer.generator)
     game = trainer.model.game
@@ -109,15 +117,18 @@ def test_full_iteration_updates_both_and_leaves_no_stale_gradients() -> None:
     from agekit.config import parse_config
     from agekit.trainer import Trainer
 
-    config = parse_config({
-        "data": {"name": "ring8", "batch_size": 32, "options": {"size": 512, "test_size": 64}},
-        "prior": {"name": "sphere", "dim": 4},
-        "backbone": {"name": "mlp", "options": {"hidden": 16, "depth": 2}},
-        "train": {"steps": 1, "device": "cpu"},
-    })
+    config = parse_config(
+        {
+            "data": {"name": "ring8", "batch_size": 32, "options": {"size": 512, "test_size": 64}},
+            "prior": {"name": "sphere", "dim": 4},
+            "backbone": {"name": "mlp", "options": {"hidden": 16, "depth": 2}},
+            "train": {"steps": 1, "device": "cpu"},
+        }
+    )
     trainer = Trainer(config, run_dir="/nonexistent-not-written")
-    before = copy.deepcopy(trainer.encoder.state_dict()), copy.deepcopy(
-        trainer.generator.state_dict()
+    before = (
+        copy.deepcopy(trainer.encoder.state_dict()),
+        copy.deepcopy(trainer.generator.state_dict()),
     )
     record = trainer.train_step()
     assert {"kl_real", "kl_fake", "data_rec", "latent_rec"} <= set(record)

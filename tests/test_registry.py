@@ -70,15 +70,24 @@ def plugin_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     site = tmp_path / "site"
     site.mkdir()
     _install_fake_distribution(
-        site, "agekit_goodplugin", "agekit_goodplugin", GOOD_PLUGIN,
+        site,
+        "agekit_goodplugin",
+        "agekit_goodplugin",
+        GOOD_PLUGIN,
         {"agekit.divergences": {"mean-square": "agekit_goodplugin:MeanSquare"}},
     )
     _install_fake_distribution(
-        site, "agekit_brokenplugin", "agekit_brokenplugin", BROKEN_PLUGIN,
+        site,
+        "agekit_brokenplugin",
+        "agekit_brokenplugin",
+        BROKEN_PLUGIN,
         {"agekit.divergences": {"needs-missing-lib": "agekit_brokenplugin:Anything"}},
     )
     _install_fake_distribution(
-        site, "agekit_wrongbase", "agekit_wrongbase", WRONG_BASE_PLUGIN,
+        site,
+        "agekit_wrongbase",
+        "agekit_wrongbase",
+        WRONG_BASE_PLUGIN,
         {"agekit.divergences": {"wrong-base": "agekit_wrongbase:NotADivergence"}},
     )
     monkeypatch.syspath_prepend(str(site))
@@ -106,8 +115,11 @@ def test_plugin_is_found_created_and_broken_ones_are_isolated(plugin_site: Path)
     prior = agekit.create("prior", "sphere", dim=4)
     assert float(divergence(prior.sample(64), prior)) >= 0
 
-    with pytest.raises(BrokenComponentError, match=r"needs-missing-lib.*agekit_brokenplugin.*"
-                       r"ImportError.*library that is not installed"):
+    with pytest.raises(
+        BrokenComponentError,
+        match=r"needs-missing-lib.*agekit_brokenplugin.*"
+        r"ImportError.*library that is not installed",
+    ):
         agekit.create("divergence", "needs-missing-lib")
     with pytest.raises(BrokenComponentError, match=r"does not subclass .*Divergence"):
         agekit.create("divergence", "wrong-base")
@@ -122,7 +134,7 @@ def test_plugin_is_found_created_and_broken_ones_are_isolated(plugin_site: Path)
 
 
 def test_factory_rejecting_its_options_is_reported(plugin_site: Path) -> None:
-    with pytest.raises(ComponentOptionsError, match="mean-square.*scale must be positive"):
+    with pytest.raises(ComponentOptionsError, match=r"mean-square.*scale must be positive"):
         agekit.create("divergence", "mean-square", scale=-1.0)
 
 
@@ -136,7 +148,9 @@ def test_listing_imports_nothing(plugin_site: Path) -> None:
     )
     env_path = f"{plugin_site}"
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
         env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr + result.stdout
@@ -144,7 +158,9 @@ def test_listing_imports_nothing(plugin_site: Path) -> None:
 
 def test_cli_list_shows_broken_plugin_without_failing(plugin_site: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "agekit", "list", "divergences"], capture_output=True, text=True,
+        [sys.executable, "-m", "agekit", "list", "divergences"],
+        capture_output=True,
+        text=True,
         env={"PYTHONPATH": str(plugin_site), "PATH": "/usr/bin:/bin", "COLUMNS": "250"},
     )
     assert result.returncode == 0, result.stderr
@@ -166,7 +182,7 @@ def test_two_distributions_with_one_name_is_an_error(
     monkeypatch.syspath_prepend(str(site))
     REGISTRY.refresh()
     try:
-        with pytest.raises(DuplicateComponentError, match="agekit_first.*agekit_second"):
+        with pytest.raises(DuplicateComponentError, match=r"agekit_first.*agekit_second"):
             agekit.create("divergence", "clash")
         assert agekit.create("divergence", "gaussian-kl") is not None
     finally:

@@ -60,11 +60,14 @@ def test_plan_expands_settings_axes_and_seeds(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (('"kozachenko-leonenko"]', '"kozachenko-leonenkoo"]'), "Did you mean 'kozachenko-leonenko'"),
+        (
+            ('"kozachenko-leonenko"]', '"kozachenko-leonenkoo"]'),
+            "Did you mean 'kozachenko-leonenko'",
+        ),
         (("hidden = 16", "hiddden = 16"), "hiddden"),
-        (('question =', 'questionn ='), "questionn: unknown key"),
+        (("question =", "questionn ="), "questionn: unknown key"),
         (('"mode-coverage"', '"mode-covrage"'), "no metric named 'mode-covrage'"),
-        (('steps = 12', 'steps = -1'), "train.steps"),
+        (("steps = 12", "steps = -1"), "train.steps"),
     ],
 )
 def test_every_run_is_validated_before_any_training(
@@ -127,7 +130,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
 
 
 def test_confidence_interval_matches_scipy_t() -> None:
-    mean, low, high = mean_ci([1.0, 2.0, 3.0])
+    mean, _low, high = mean_ci([1.0, 2.0, 3.0])
     # t_{0.975, 2} = 4.302653; sem = 1/sqrt(3)
     assert mean == 2.0
     assert high - mean == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)

@@ -24,8 +24,12 @@ TINY: dict[str, Any] = {
     "prior": {"name": "sphere", "dim": 4},
     "backbone": {"name": "mlp", "options": {"hidden": 16, "depth": 2}},
     "train": {
-        "steps": 60, "checkpoint_every": 20, "image_every": 30, "log_every": 5,
-        "device": "cpu", "grid_size": 16,
+        "steps": 60,
+        "checkpoint_every": 20,
+        "image_every": 30,
+        "log_every": 5,
+        "device": "cpu",
+        "grid_size": 16,
     },
 }
 
@@ -41,7 +45,9 @@ def test_run_writes_checkpoints_log_images_and_config(tmp_path: Path) -> None:
     assert result.status == "complete" and result.step == 60
     names = [p.name for p in ckpt.checkpoints(tmp_path / "run" / "checkpoints")]
     assert names == ["step_00000020.pt", "step_00000040.pt", "step_00000060.pt"]
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert [r["step"] for r in records] == list(range(5, 61, 5))
     assert {"kl_real", "kl_fake", "data_rec", "latent_rec", "images_per_s"} <= set(records[0])
     assert (tmp_path / "run" / "images" / "samples_00000030.png").exists()
@@ -103,9 +109,18 @@ def test_resume_after_kill_reproduces_the_uninterrupted_run_exactly(tmp_path: Pa
     config_file = tmp_path / "tiny.toml"
     config_file.write_text(_to_toml(raw))
     done = subprocess.run(
-        [sys.executable, "-m", "agekit", "train", str(config_file), "--run-dir", str(run),
-         "--resume"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "agekit",
+            "train",
+            str(config_file),
+            "--run-dir",
+            str(run),
+            "--resume",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr
 
@@ -161,7 +176,9 @@ def test_nan_stops_training_naming_step_and_term(tmp_path: Path) -> None:
         return value * float("nan") if trainer.step >= 25 else value
 
     trainer.model.game.divergence.compute = poisoned  # type: ignore[method-assign]
-    with pytest.raises(TrainingDiverged, match=r"step 26: non-finite value in kl_real, kl_fake_enc"):
+    with pytest.raises(
+        TrainingDiverged, match=r"step 26: non-finite value in kl_real, kl_fake_enc"
+    ):
         trainer.fit()
     # The checkpoint of step 20 is kept and loads.
     assert ckpt.load(tmp_path / "run" / "checkpoints" / "step_00000020.pt")["step"] == 20
@@ -207,7 +224,50 @@ def test_sample_reconstruct_commands(tmp_path: Path) -> None:
         out = tmp_path / f"{command}.png"
         done = subprocess.run(
             [sys.executable, "-m", "agekit", command, str(tmp_path / "run"), "--out", str(out)],
-            capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            env={**os.environ, "COLUMNS": "200"},
         )
         assert done.returncode == 0, done.stderr
         assert out.stat().st_size > 0
+
+
+def test_interpolate_command_and_great_circles(tmp_path: Path) -> None:
+    from agekit.latent import interpolate
+    from agekit.priors import SpherePrior
+
+    prior = SpherePrior(8)
+    a, b = prior.sample(2, torch.Generator().manual_seed(0), dtype=torch.float64)
+    path = interpolate(a, b, 7, prior)
+    torch.testing.assert_close(path.norm(dim=1), torch.ones(7, dtype=torch.float64))
+    torch.testing.assert_close(path[0], a)
+    torch.testing.assert_close(path[-1], b)
+    # Equal angles between successive points: a great circle at constant speed.
+    angles = torch.arccos((path[1:] * path[:-1]).sum(1).clamp(-1, 1))
+    torch.testing.assert_close(angles, angles[0].expand(6))
+
+    raw = json.loads(json.dumps(TINY))
+    raw["data"] = {"name": "digits", "batch_size": 32}
+    raw["backbone"] = {"name": "dcgan", "options": {"width": 8}}
+    raw["train"].update(steps=2, image_every=2)
+    Trainer(parse_config(raw), tmp_path / "run").fit()
+    out = tmp_path / "interp.png"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agekit",
+            "interpolate",
+            str(tmp_path / "run"),
+            "--out",
+            str(out),
+            "--rows",
+            "2",
+            "--steps",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert out.stat().st_size > 0

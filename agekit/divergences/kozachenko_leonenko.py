@@ -107,6 +107,7 @@ class KozachenkoLeonenko(Divergence):
         tolerance=0.15,
         supports=("sphere", "euclidean"),
     )
+
     def __init__(
         self,
         k: int = 3,

@@ -28,8 +28,12 @@ def add_commands(sub: Any) -> None:
     p.add_argument("study", help="a study TOML file, e.g. studies/kl_vs_kozachenko.toml")
     p.add_argument("--out", help="study folder (default runs/studies/NAME)")
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once (subprocesses)")
-    p.add_argument("--only", action="append", metavar="RUN_ID",
-                   help="run only this run (repeatable); for one-run-per-job schedulers")
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="RUN_ID",
+        help="run only this run (repeatable); for one-run-per-job schedulers",
+    )
     p.add_argument("--profile", help="apply a named profile of the study, e.g. gpu")
     p.add_argument("--no-report", action="store_true", help="skip writing the report")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

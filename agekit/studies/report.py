@@ -81,8 +81,9 @@ def paired_comparison(a: dict[int, float], b: dict[int, float]) -> dict[str, Any
     diffs = [a[s] - b[s] for s in seeds]
     result: dict[str, Any] = {"n_pairs": len(seeds)}
     if len(seeds) < 2:
-        result.update(mean_diff=diffs[0] if diffs else math.nan, low=math.nan, high=math.nan,
-                      p_value=math.nan)
+        result.update(
+            mean_diff=diffs[0] if diffs else math.nan, low=math.nan, high=math.nan, p_value=math.nan
+        )
         return result
     mean, low, high = mean_ci(diffs)
     if all(d == diffs[0] for d in diffs):
@@ -106,7 +107,9 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
         for key, values in sorted(metrics.items()):
             mean, low, high = mean_ci(list(values.values()))
             entry["metrics"][key] = {
-                "n": len(values), "mean": mean, "ci95": [low, high],
+                "n": len(values),
+                "mean": mean,
+                "ci95": [low, high],
                 "values": {str(seed): v for seed, v in sorted(values.items())},
             }
         cells[cell] = entry
@@ -148,7 +151,9 @@ def _ordered_metrics(summary: dict[str, Any]) -> list[str]:
 def write_report(folder: Path) -> dict[str, Any]:
     folder = Path(folder)
     records = load_records(folder)
-    study = json.loads((folder / "study.json").read_text()) if (folder / "study.json").exists() else {}
+    study = (
+        json.loads((folder / "study.json").read_text()) if (folder / "study.json").exists() else {}
+    )
     if not records:
         console.print(f"[yellow]no evaluated runs in {folder / 'runs'} yet[/yellow]")
         return {}
@@ -182,7 +187,9 @@ def _write_csv(summary: dict[str, Any], path: Path) -> None:
         writer.writerow(["setting", "cell", "metric", "n", "mean", "ci95_low", "ci95_high"])
         for cell, entry in summary["cells"].items():
             for key, stat in entry["metrics"].items():
-                writer.writerow([entry["setting"], cell, key, stat["n"], stat["mean"], *stat["ci95"]])
+                writer.writerow(
+                    [entry["setting"], cell, key, stat["n"], stat["mean"], *stat["ci95"]]
+                )
 
 
 def _print_table(summary: dict[str, Any]) -> None:
@@ -195,14 +202,17 @@ def _print_table(summary: dict[str, Any]) -> None:
         for key in shown:
             table.add_column(key.split(".", 1)[1])
         for cell, entry in cells.items():
-            table.add_row(cell.removeprefix(setting + "__"),
-                          *[_ci_text(entry["metrics"][k]) if k in entry["metrics"] else "-"
-                            for k in shown])
+            table.add_row(
+                cell.removeprefix(setting + "__"),
+                *[_ci_text(entry["metrics"][k]) if k in entry["metrics"] else "-" for k in shown],
+            )
         console.print(table)
 
 
 def _markdown(
-    summary: dict[str, Any], records: list[dict[str, Any]], figures: dict[str, list[str]],
+    summary: dict[str, Any],
+    records: list[dict[str, Any]],
+    figures: dict[str, list[str]],
     folder: Path,
 ) -> str:
     lines = [f"# Study: {summary['study']}", ""]
@@ -211,31 +221,51 @@ def _markdown(
     missing = sorted(set(summary["planned_runs"]) - set(summary["evaluated_runs"]))
     lines += [
         f"{len(summary['evaluated_runs'])} runs evaluated"
-        + (f"; {len(missing)} planned runs not evaluated yet: {', '.join(missing)}" if missing else "")
+        + (
+            f"; {len(missing)} planned runs not evaluated yet: {', '.join(missing)}"
+            if missing
+            else ""
+        )
         + ". Values are means over training seeds with Student-t 95% confidence intervals; "
         "comparisons are paired by seed (paired t-test).",
         "",
     ]
     for setting in sorted({e["setting"] for e in summary["cells"].values()}):
         cells = {c: e for c, e in summary["cells"].items() if e["setting"] == setting}
-        keys = [k for k in _ordered_metrics(summary)
-                if any(k in e["metrics"] for e in cells.values())]
-        lines += [f"## {setting}", "", "| metric | " + " | ".join(
-            c.removeprefix(setting + "__") for c in cells) + " |",
-            "|---|" + "---|" * len(cells)]
+        keys = [
+            k for k in _ordered_metrics(summary) if any(k in e["metrics"] for e in cells.values())
+        ]
+        lines += [
+            f"## {setting}",
+            "",
+            "| metric | " + " | ".join(c.removeprefix(setting + "__") for c in cells) + " |",
+            "|---|" + "---|" * len(cells),
+        ]
         for key in keys:
             direction = HEADLINE.get(key, "")
             label = f"{key} ({direction} is better)" if direction in ("lower", "higher") else key
-            lines.append(f"| {label} | " + " | ".join(
-                _ci_text(e["metrics"][key]) if key in e["metrics"] else "-" for e in cells.values()
-            ) + " |")
+            lines.append(
+                f"| {label} | "
+                + " | ".join(
+                    _ci_text(e["metrics"][key]) if key in e["metrics"] else "-"
+                    for e in cells.values()
+                )
+                + " |"
+            )
         lines.append("")
-        comparisons = [c for c in summary["comparisons"]
-                       if c["setting"] == setting and c["metric"] in HEADLINE
-                       and HEADLINE[c["metric"]] != "reference"]
+        comparisons = [
+            c
+            for c in summary["comparisons"]
+            if c["setting"] == setting
+            and c["metric"] in HEADLINE
+            and HEADLINE[c["metric"]] != "reference"
+        ]
         if comparisons:
             lines += ["**Paired comparisons** (difference a − b):", ""]
-            lines += ["| metric | a | b | mean diff [95% CI] | p | verdict |", "|---|---|---|---|---|---|"]
+            lines += [
+                "| metric | a | b | mean diff [95% CI] | p | verdict |",
+                "|---|---|---|---|---|---|",
+            ]
             for c in comparisons:
                 verdict = _verdict(c)
                 lines.append(
@@ -253,8 +283,12 @@ def _markdown(
             protocols.setdefault(metric, values.get("protocol"))
     for metric, protocol in protocols.items():
         lines += [f"- **{metric}**: `{json.dumps(protocol, sort_keys=True)}`"]
-    lines += ["", "Each run's checkpoint, configuration, training log and evaluation are in "
-              f"`{folder / 'runs'}/<run>/`.", ""]
+    lines += [
+        "",
+        "Each run's checkpoint, configuration, training log and evaluation are in "
+        f"`{folder / 'runs'}/<run>/`.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -265,7 +299,9 @@ def _verdict(comparison: dict[str, Any]) -> str:
     return "differ (p < 0.05)" if p < 0.05 else "no significant difference"
 
 
-def _figures(folder: Path, records: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, list[str]]:
+def _figures(
+    folder: Path, records: list[dict[str, Any]], summary: dict[str, Any]
+) -> dict[str, list[str]]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -280,12 +316,19 @@ def _figures(folder: Path, records: list[dict[str, Any]], summary: dict[str, Any
     for setting, group in sorted(by_setting.items()):
         cells = sorted({r["cell"] for r in group})
         # Training curves: one panel per term, one line per cell (mean over seeds).
-        terms = [("kl_real", "KL_real"), ("kl_fake", "KL_fake"), ("data_rec", "L_X"),
-                 ("latent_rec", "L_Z")]
+        terms = [
+            ("kl_real", "KL_real"),
+            ("kl_fake", "KL_fake"),
+            ("data_rec", "L_X"),
+            ("latent_rec", "L_Z"),
+        ]
         fig, axes = plt.subplots(1, len(terms), figsize=(4 * len(terms), 3.2))
         for cell in cells:
-            curves = [_curve(folder / "runs" / r["run_id"] / "metrics.jsonl")
-                      for r in group if r["cell"] == cell]
+            curves = [
+                _curve(folder / "runs" / r["run_id"] / "metrics.jsonl")
+                for r in group
+                if r["cell"] == cell
+            ]
             for axis, (key, label) in zip(axes, terms, strict=True):
                 steps, values = _mean_curve([c.get(key, ([], [])) for c in curves])
                 if len(steps):
@@ -299,8 +342,12 @@ def _figures(folder: Path, records: list[dict[str, Any]], summary: dict[str, Any
         plt.close(fig)
         made[setting].append(name)
         # Metric comparison with intervals.
-        keys = [k for k in HEADLINE if HEADLINE[k] != "reference"
-                and any(k in summary["cells"][c]["metrics"] for c in cells)]
+        keys = [
+            k
+            for k in HEADLINE
+            if HEADLINE[k] != "reference"
+            and any(k in summary["cells"][c]["metrics"] for c in cells)
+        ]
         if keys:
             fig, axes = plt.subplots(1, len(keys), figsize=(2.6 * len(keys), 3.2), squeeze=False)
             for axis, key in zip(axes[0], keys, strict=True):
@@ -313,8 +360,13 @@ def _figures(folder: Path, records: list[dict[str, Any]], summary: dict[str, Any
                     low, high = stat["ci95"]
                     errors.append(0.0 if math.isnan(low) else (high - low) / 2)
                     labels.append(cell.removeprefix(setting + "__"))
-                axis.bar(range(len(means)), means, yerr=errors, capsize=4,
-                         color=[f"C{i}" for i in range(len(means))])
+                axis.bar(
+                    range(len(means)),
+                    means,
+                    yerr=errors,
+                    capsize=4,
+                    color=[f"C{i}" for i in range(len(means))],
+                )
                 axis.set_xticks(range(len(means)), labels, rotation=30, ha="right", fontsize=7)
                 axis.set_title(f"{key.split('.', 1)[1]} ({HEADLINE[key]})", fontsize=9)
             fig.tight_layout()
@@ -323,8 +375,9 @@ def _figures(folder: Path, records: list[dict[str, Any]], summary: dict[str, Any
             plt.close(fig)
             made[setting].append(name)
         # Samples and reconstructions side by side, the first seed of each cell.
-        firsts = [min((r for r in group if r["cell"] == c), key=lambda r: r["train_seed"])
-                  for c in cells]
+        firsts = [
+            min((r for r in group if r["cell"] == c), key=lambda r: r["train_seed"]) for c in cells
+        ]
         fig, axes = plt.subplots(len(firsts), 2, figsize=(8, 4 * len(firsts)), squeeze=False)
         for row, record in zip(axes, firsts, strict=True):
             images = folder / "runs" / record["run_id"] / "images"

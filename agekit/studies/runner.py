@@ -133,14 +133,27 @@ def _run_parallel(
     while queue or active:
         while queue and len(active) < jobs:
             run = queue.pop(0)
-            command = [sys.executable, "-m", "agekit", "run", str(path), "--out", str(folder),
-                       "--only", run.run_id, "--no-report", "--quiet"]
+            command = [
+                sys.executable,
+                "-m",
+                "agekit",
+                "run",
+                str(path),
+                "--out",
+                str(folder),
+                "--only",
+                run.run_id,
+                "--no-report",
+                "--quiet",
+            ]
             if profile:
                 command += ["--profile", profile]
             log = (folder / "runs" / run.run_id).with_suffix(".log")
             log.parent.mkdir(parents=True, exist_ok=True)
             with log.open("ab") as handle:
-                active.append((run, subprocess.Popen(command, stdout=handle, stderr=handle, env=env)))
+                active.append(
+                    (run, subprocess.Popen(command, stdout=handle, stderr=handle, env=env))
+                )
             console.print(f"started {run.run_id} (log: {log})")
         time.sleep(0.5)
         for run, process in list(active):
@@ -167,8 +180,17 @@ def _short_summary(record: dict[str, Any]) -> str:
     return f"{record['run_id']}: " + ", ".join(parts)
 
 
-_HEADLINE = {"recon_l1", "mean_image_l1", "fd_classifier", "precision", "recall", "coverage",
-             "modes_captured", "high_quality_percent", "reverse_kl"}
+_HEADLINE = {
+    "recon_l1",
+    "mean_image_l1",
+    "fd_classifier",
+    "precision",
+    "recall",
+    "coverage",
+    "modes_captured",
+    "high_quality_percent",
+    "reverse_kl",
+}
 
 
 def main_run(args: Any) -> int:
@@ -178,7 +200,11 @@ def main_run(args: Any) -> int:
             print(run.run_id)
         return 0
     run_study(
-        args.study, out=args.out, jobs=args.jobs, only=args.only or (), profile=args.profile,
+        args.study,
+        out=args.out,
+        jobs=args.jobs,
+        only=args.only or (),
+        profile=args.profile,
         report=not args.no_report,
         progress=not args.quiet,
     )

@@ -137,7 +137,9 @@ def load_study(path: str | Path) -> tuple[StudySpec, Path]:
         raise ConfigError(_format_errors(exc, str(path))) from None
 
 
-def plan(spec: StudySpec, source: str, out_dir: Path, profile: str | None = None) -> list[PlannedRun]:
+def plan(
+    spec: StudySpec, source: str, out_dir: Path, profile: str | None = None
+) -> list[PlannedRun]:
     """Expand and validate every run; raises ConfigError naming the run and key on any problem."""
     from agekit.evaluation import default_metrics
     from agekit.registry import REGISTRY, RegistryError, validate_options
