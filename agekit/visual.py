@@ -68,9 +68,14 @@ def _reference_points(data: DataSource) -> Tensor:
 _COLOURS = torch.tensor([[0.6, 0.6, 0.6], [0.85, 0.1, 0.1], [0.1, 0.3, 0.9]])
 
 
-def scatter(point_sets: list[Tensor], size: int = SCATTER_SIZE, margin: float = 0.1) -> Tensor:
-    """Rasterise 2-D point sets onto one RGB canvas (3, size, size); later sets are drawn on top."""
-    everything = torch.cat([p for p in point_sets if len(p)], dim=0)
+def scatter(point_sets: list[Tensor], size: int = SCATTER_SIZE, margin: float = 0.25) -> Tensor:
+    """Rasterise 2-D point sets onto one RGB canvas (3, size, size); later sets are drawn on top.
+
+    The view is framed on the first (reference) set when it has points, so a few far-away
+    samples cannot shrink the data to a dot; points outside the frame are drawn on its border.
+    """
+    framing = point_sets[0] if len(point_sets[0]) else torch.cat([p for p in point_sets if len(p)])
+    everything = framing
     low = everything.min(dim=0).values
     high = everything.max(dim=0).values
     span = (high - low).max().clamp_min(1e-6)

@@ -27,7 +27,7 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("run", help="run a study: train, evaluate and report every run")
     p.add_argument("study", help="a study TOML file, e.g. studies/kl_vs_kozachenko.toml")
     p.add_argument("--out", help="study folder (default runs/studies/NAME)")
-    p.add_argument("--jobs", type=int, default=1, help="runs trained at once (subprocesses)")
+    p.add_argument("--jobs", type=int, help="runs trained at once (default: the study's jobs)")
     p.add_argument(
         "--only",
         action="append",

@@ -165,7 +165,7 @@ def write_report(folder: Path) -> dict[str, Any]:
     write_json_atomic(_json_safe(summary), folder / "summary.json")
     _write_csv(summary, folder / "summary.csv")
     figures = _figures(folder, records, summary)
-    (folder / "report.md").write_text(_markdown(summary, records, figures, folder))
+    (folder / "report.md").write_text(_markdown(summary, records, figures, folder, study))
     _print_table(summary)
     console.print(f"report: {folder / 'report.md'}")
     return summary
@@ -214,6 +214,7 @@ def _markdown(
     records: list[dict[str, Any]],
     figures: dict[str, list[str]],
     folder: Path,
+    study: dict[str, Any] | None = None,
 ) -> str:
     lines = [f"# Study: {summary['study']}", ""]
     if summary["question"]:
@@ -276,6 +277,15 @@ def _markdown(
             lines.append("")
         for figure in figures.get(setting, []):
             lines += [f"![{figure}]({figure})", ""]
+    references = study.get("study", {}).get("references", []) if study else []
+    if references:
+        lines += ["## Published numbers (quoted, not re-measured)", "",
+                  "| method | setting | values | source |", "|---|---|---|---|"]
+        for ref in references:
+            values = ", ".join(f"{k} {v}" for k, v in ref["values"].items())
+            note = f" ({ref['note']})" if ref.get("note") else ""
+            lines.append(f"| {ref['method']} | {ref['setting']} | {values} | {ref['source']}{note} |")
+        lines.append("")
     lines += ["## Protocols", ""]
     protocols: dict[str, Any] = {}
     for record in records:

@@ -74,7 +74,7 @@ def execute(folder: Path, run: PlannedRun, eval_seed: int, progress: bool = True
 def run_study(
     path: str | Path,
     out: str | Path | None = None,
-    jobs: int = 1,
+    jobs: int | None = None,
     only: Sequence[str] = (),
     profile: str | None = None,
     report: bool = True,
@@ -107,6 +107,7 @@ def run_study(
         f"[bold]{spec.name}[/bold]: {len(runs)} runs planned, {len(selected)} selected, "
         f"{skipped} already complete, {len(pending)} to run -> {folder}"
     )
+    jobs = jobs or spec.jobs
     if jobs > 1 and len(pending) > 1:
         _run_parallel(path, folder, pending, jobs, profile)
     else:

@@ -75,6 +75,16 @@ class Profile(Strict):
     seeds: list[int] | None = None
 
 
+class Reference(Strict):
+    """A published number quoted beside the study's own, with its source."""
+
+    source: str
+    method: str
+    setting: str
+    values: dict[str, float | str]
+    note: str = ""
+
+
 class StudySpec(Strict):
     name: str
     question: str = ""
@@ -86,6 +96,10 @@ class StudySpec(Strict):
     profiles: dict[str, Profile] = Field(default_factory=dict)
     #: Seed of the evaluation (sample draws, subsets), the same for every run.
     eval_seed: int = 1234
+    #: Runs trained at once when ``agekit run`` is not given --jobs (results do not depend on it).
+    jobs: int = Field(1, ge=1)
+    #: Published numbers to print beside the study's own.
+    references: list[Reference] = Field(default_factory=list)
 
     @field_validator("axes")
     @classmethod
