@@ -128,6 +128,25 @@ class TrainConfig(Strict):
         return self
 
 
+class DistributedConfig(Strict):
+    """Multi-process training under ``torchrun`` (ignored in a single process).
+
+    The global batch is ``data.batch_size``; each of the N processes takes ``batch_size / N`` of
+    it, so a run means the same thing on any number of processes.
+    """
+
+    #: ``global``: codes are gathered from every process (with gradients) before the divergence,
+    #: so its value and every gradient equal those of the same global batch on one process.
+    #: ``per-rank``: each process computes the divergence on its own codes only and the gradients
+    #: are averaged: a different, cheaper estimator (a mean of N small-batch estimates, which for
+    #: kNN and moment estimators is more biased than one estimate on the whole batch).
+    divergence: Literal["global", "per-rank"] = "global"
+    #: Convert BatchNorm layers to SyncBatchNorm (statistics over the global batch). Without it
+    #: each process normalises with its own slice's statistics, so a network with batch norm
+    #: computes a different forward pass than on one process.
+    sync_batchnorm: bool = False
+
+
 class ExperimentConfig(Strict):
     name: str = "age"
     #: A named recipe (see agekit.recipes) whose values the file's keys override.
@@ -140,6 +159,7 @@ class ExperimentConfig(Strict):
     game: GameConfig = Field(default_factory=GameConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=1000))
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
 
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name

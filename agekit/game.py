@@ -13,6 +13,7 @@ images are detached in the encoder step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -49,6 +50,7 @@ class AGEGame:
         data_loss: ReconstructionLoss,
         latent_loss: ReconstructionLoss,
         weights: GameWeights | None = None,
+        gather: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         self.encoder = encoder
         self.generator = generator
@@ -57,6 +59,15 @@ class AGEGame:
         self.data_loss = data_loss
         self.latent_loss = latent_loss
         self.weights = weights or GameWeights()
+        #: Applied to codes before the divergence only (reconstruction losses stay per sample):
+        #: a multi-process run sets a gradient-carrying all-gather here so that the divergence, a
+        #: batch statistic, sees the global batch. None is the identity.
+        self.gather = gather
+
+    def _divergence(self, codes: Tensor) -> Tensor:
+        if self.gather is not None:
+            codes = self.gather(codes)
+        return self.divergence(codes, self.prior)
 
     def generator_step(
         self, z: Tensor, x: Tensor | None = None, condition: Tensor | None = None
@@ -65,7 +76,7 @@ class AGEGame:
         w = self.weights
         fake = self.generator(z, condition)
         fake_codes = self.encoder(fake, condition)
-        kl_fake = self.divergence(fake_codes, self.prior)
+        kl_fake = self._divergence(fake_codes)
         latent_rec = self.latent_loss(z, fake_codes)
         loss = kl_fake + w.latent_weight * latent_rec
         terms = {"kl_fake": kl_fake, "latent_rec": latent_rec}
@@ -92,8 +103,8 @@ class AGEGame:
             fake = self.generator(z, fake_condition if fake_condition is not None else condition)
         fake_codes = self.encoder(fake, fake_condition if fake_condition is not None else condition)
         real_codes = self.encoder(x, condition)
-        kl_fake = self.divergence(fake_codes, self.prior)
-        kl_real = self.divergence(real_codes, self.prior)
+        kl_fake = self._divergence(fake_codes)
+        kl_real = self._divergence(real_codes)
         adversarial = kl_fake if w.fake_margin is None else torch.clamp(kl_fake, max=w.fake_margin)
         loss = kl_real - adversary_weight * adversarial
         if w.data_weight > 0:

@@ -40,6 +40,7 @@ KIND_ALIASES: dict[str, str] = {
 KNOWN_PROVIDERS: dict[tuple[str, str], str] = {
     ("divergence", "mmd"): "agekit-mmd (plugins/agekit-mmd)",
     ("divergence", "sliced-wasserstein"): "agekit-sliced (plugins/agekit-sliced)",
+    ("prior", "gaussian-mixture"): "agekit-priors (plugins/agekit-priors)",
 }
 
 

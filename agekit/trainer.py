@@ -20,8 +20,9 @@ import torch
 from torch import Tensor, nn
 
 from agekit import checkpoint as ckpt
+from agekit import distributed
 from agekit.components import DataSource, EncoderGenerator, Prior
-from agekit.config import ExperimentConfig, config_to_dict
+from agekit.config import DistributedConfig, ExperimentConfig, config_to_dict
 from agekit.game import AGEGame, GameWeights
 from agekit.registry import create
 from agekit.visual import save_pairs_grid, save_samples
@@ -102,12 +103,27 @@ def build_model(config: ExperimentConfig, device: torch.device) -> Model:
 
 
 class BatchStream:
-    """Seeded epoch permutations with a resumable position (identical order after a resume)."""
+    """Seeded epoch permutations with a resumable position (identical order after a resume).
+
+    ``batch_size`` is the global batch. With ``world_size`` N > 1 every process walks the same
+    permutation and returns only its rank's N-th of each global batch, so the N processes
+    together see exactly the batches one process would, and the stream's state (the same on
+    every rank) resumes under any N that divides the batch.
+    """
 
     def __init__(
-        self, data: DataSource, batch_size: int, device: torch.device, seed: int, workers: int = 0
+        self,
+        data: DataSource,
+        batch_size: int,
+        device: torch.device,
+        seed: int,
+        workers: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.batch_size = batch_size
+        self.local_batch = distributed.local_batch_size(batch_size, world_size)
+        self.local_slice = slice(rank * self.local_batch, (rank + 1) * self.local_batch)
         self.device = device
         self.generator = torch.Generator().manual_seed(seed)
         tensors = data.tensors("train")
@@ -143,7 +159,7 @@ class BatchStream:
     def next(self) -> Tensor:
         if self.position + self.batch_size > self.size:
             self._new_epoch()
-        index = self.permutation[self.position : self.position + self.batch_size]
+        index = self.permutation[self.position : self.position + self.batch_size][self.local_slice]
         self.position += self.batch_size
         if self.x_all is not None:
             return self.x_all[index.to(self.device)]
@@ -153,7 +169,7 @@ class BatchStream:
         if self._loader is None:
             remaining = self.permutation[self.position - self.batch_size :]
             batches = [
-                remaining[i : i + self.batch_size].tolist()
+                remaining[i : i + self.batch_size][self.local_slice].tolist()
                 for i in range(0, len(remaining) - self.batch_size + 1, self.batch_size)
             ]
             loader = torch.utils.data.DataLoader(
@@ -200,6 +216,19 @@ class AdaptiveAdversaryWeight:
         return self.weight
 
 
+@dataclass(frozen=True)
+class _Roles:
+    """The modules the game calls in each step. The network being updated is called through its
+    DDP wrapper (whose backward averages gradients over processes); the frozen one is called
+    bare, as DDP must not expect gradients for parameters that are switched off. In a single
+    process all four are the same two modules."""
+
+    train_encoder: nn.Module
+    train_generator: nn.Module
+    encoder: nn.Module
+    generator: nn.Module
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -218,11 +247,30 @@ class Trainer:
         progress: bool = False,
     ) -> None:
         self.config = config
-        self.show_progress = progress
         self.run_dir = Path(run_dir) if run_dir is not None else config.run_dir()
         self.callbacks = list(callbacks)
-        self.device = resolve_device(config.train.device)
+        device = resolve_device(config.train.device)
+        #: Set under torchrun (WORLD_SIZE > 1): this process's rank; None in a single process.
+        self.dist = distributed.detect()
+        if self.dist is not None:
+            device = distributed.device_for(self.dist, device)
+            distributed.init_process_group(self.dist, device)
+        self.device = device
+        self.rank = self.dist.rank if self.dist is not None else 0
+        self.world_size = self.dist.world_size if self.dist is not None else 1
+        self.is_main = self.rank == 0
+        self.show_progress = progress and self.is_main
+        #: This process's share of the global ``data.batch_size``.
+        self.local_batch = distributed.local_batch_size(config.data.batch_size, self.world_size)
         self.model = build_model(config, self.device)
+        if self.dist is not None:
+            if config.distributed.sync_batchnorm:
+                # Converts child BatchNorm layers in place (the backbones' roots are containers),
+                # keeping the same Parameter objects, so optimisers built below see them.
+                for net in (self.model.pair.encoder, self.model.pair.generator):
+                    converted = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+                    assert converted is net
+            self.model.game.gather = distributed.code_gatherer(config.distributed.divergence)
         self.encoder = self.model.pair.encoder
         self.generator = self.model.pair.generator
         t = config.train
@@ -237,7 +285,13 @@ class Trainer:
         self.opt_encoder = torch.optim.Adam(self.encoder.parameters(), lr=o.lr, betas=o.betas)
         self.opt_generator = torch.optim.Adam(self.generator.parameters(), lr=o.lr, betas=o.betas)
         self.stream = BatchStream(
-            self.model.data, config.data.batch_size, self.device, t.seed + 1, config.data.workers
+            self.model.data,
+            config.data.batch_size,
+            self.device,
+            t.seed + 1,
+            config.data.workers,
+            rank=self.rank,
+            world_size=self.world_size,
         )
         self.z_generator = torch.Generator().manual_seed(t.seed + 2)
         adaptive = config.game.adaptive_adversary
@@ -249,7 +303,7 @@ class Trainer:
         self.lr_scale = 1.0
         fixed = torch.Generator().manual_seed(t.seed + 3)
         self.fixed_z = self.model.prior.sample(t.grid_size, fixed).to(self.device)
-        self._compiled: tuple[nn.Module, nn.Module] | None = None
+        self._roles: _Roles | None = None
         self._tb_writer: Any = None
 
     # paths ----------------------------------------------------------------------------------------
@@ -316,13 +370,17 @@ class Trainer:
             return False
         state = ckpt.load(path, map_location=self.device)
         saved = state.get("config")
+        if saved is not None and "distributed" not in saved:
+            # Checkpoints written before the section existed ran with its defaults.
+            saved = {**saved, "distributed": DistributedConfig().model_dump(mode="json")}
         if saved is not None and saved != config_to_dict(self.config):
             raise ckpt.CheckpointError(
                 f"{path}: the run was started with a different configuration; "
                 "use a new run folder or the original configuration"
             )
         self.load_state_dict(state)
-        self._truncate_metrics(self.step)
+        if self.is_main:
+            self._truncate_metrics(self.step)
         return True
 
     def _truncate_metrics(self, step: int) -> None:
@@ -351,17 +409,39 @@ class Trainer:
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _networks(self) -> tuple[nn.Module, nn.Module]:
-        if not self.config.train.compile:
-            return self.encoder, self.generator
-        if self._compiled is None:
-            self._compiled = (torch.compile(self.encoder), torch.compile(self.generator))  # type: ignore[assignment]
-        assert self._compiled is not None
-        return self._compiled
+    def _networks(self) -> _Roles:
+        # Built on first use, so that whatever a caller does to the modules after construction
+        # (loading a checkpoint, changing dtype) happens before DDP registers its buckets.
+        if self._roles is not None:
+            return self._roles
+        encoder: nn.Module = self.encoder
+        generator: nn.Module = self.generator
+        train_encoder, train_generator = encoder, generator
+        if self.dist is not None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            train_encoder = DistributedDataParallel(encoder, device_ids=ids)
+            train_generator = DistributedDataParallel(generator, device_ids=ids)
+        if self.config.train.compile:
+            compiled: dict[int, nn.Module] = {}
+            for module in (encoder, generator, train_encoder, train_generator):
+                if id(module) not in compiled:
+                    compiled[id(module)] = torch.compile(module)  # type: ignore[assignment]
+            encoder, generator = compiled[id(encoder)], compiled[id(generator)]
+            train_encoder = compiled[id(train_encoder)]
+            train_generator = compiled[id(train_generator)]
+        self._roles = _Roles(train_encoder, train_generator, encoder, generator)
+        return self._roles
 
     def _sample_z(self, n: int) -> Tensor:
-        # z is drawn on the CPU from its own generator so a run's noise is the same on every device.
-        return self.model.prior.sample(n, self.z_generator).to(self.device, non_blocking=True)
+        # z is drawn on the CPU from its own generator so a run's noise is the same on every device;
+        # under DDP every rank draws the global batch and keeps its slice, so the ranks' z are
+        # disjoint and together equal a single process's z.
+        z = self.model.prior.sample(n * self.world_size, self.z_generator)
+        if self.world_size > 1:
+            z = z[self.rank * n : (self.rank + 1) * n]
+        return z.to(self.device, non_blocking=True)
 
     def _apply_lr_schedule(self) -> None:
         o = self.config.optim
@@ -377,9 +457,9 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         """One iteration: an encoder update, then ``gen_steps_per_encoder_step`` generator ones."""
         game = self.model.game
-        encoder, generator = self._networks()
-        game.encoder, game.generator = encoder, generator  # type: ignore[assignment]
-        batch = self.config.data.batch_size
+        roles = self._networks()
+        game.encoder, game.generator = roles.train_encoder, roles.generator  # type: ignore[assignment]
+        batch = self.local_batch
         x = self.stream.next()
         if self.config.train.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -396,6 +476,7 @@ class Trainer:
 
         self.encoder.requires_grad_(False)
         self.generator.requires_grad_(True)
+        game.encoder, game.generator = roles.encoder, roles.train_generator  # type: ignore[assignment]
         gen_terms: dict[str, Tensor] = {}
         for _ in range(self.config.game.gen_steps_per_encoder_step):
             real = x if self.config.game.generator_data_weight > 0 else None
@@ -409,7 +490,13 @@ class Trainer:
         self.encoder.requires_grad_(True)
         self.generator.requires_grad_(True)
 
-        record = {key: float(value.detach()) for key, value in (enc.terms | gen_terms).items()}
+        terms = enc.terms | gen_terms
+        if self.dist is not None:
+            # Mean over ranks: the global-batch value of per-sample terms, and the same numbers on
+            # every rank, so the adaptive adversary stays identical everywhere.
+            means = distributed.mean_over_ranks(torch.stack([t.detach() for t in terms.values()]))
+            terms = dict(zip(terms, means, strict=True))
+        record = {key: float(value.detach()) for key, value in terms.items()}
         record["adversary_weight"] = adversary_weight
         if self.adversary is not None:
             self.adversary.update(record["kl_real"], record["kl_fake_enc"], self.lr_scale)
@@ -417,9 +504,12 @@ class Trainer:
 
     def _guard(self, terms: dict[str, Tensor]) -> None:
         values = torch.stack([t.detach().float() for t in terms.values()])
+        if self.dist is not None:
+            # A NaN on one rank must stop every rank, or the others hang in the next collective.
+            values = distributed.mean_over_ranks(values)
         if bool(torch.isfinite(values).all()):
             return
-        bad = [name for name, t in terms.items() if not bool(torch.isfinite(t))]
+        bad = [name for name, t in zip(terms, values, strict=True) if not bool(torch.isfinite(t))]
         last = ckpt.latest(self.checkpoint_dir)
         kept = f"the last good checkpoint is {last}" if last else "no checkpoint had been written"
         raise TrainingDiverged(
@@ -434,10 +524,13 @@ class Trainer:
                 f"{self.run_dir} already holds checkpoints; pass --resume to continue that run "
                 "or choose another run folder (nothing was overwritten)"
             )
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.json").write_text(
-            json.dumps(config_to_dict(self.config), indent=2) + "\n"
-        )
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(
+                json.dumps(config_to_dict(self.config), indent=2) + "\n"
+            )
+        # Every rank has read the checkpoint folder before rank 0 may write to it.
+        distributed.barrier()
         t = self.config.train
         total = self._budget_steps()
         deadline = t.max_minutes * 60 if t.max_minutes is not None else math.inf
@@ -449,7 +542,10 @@ class Trainer:
         with progress as bar:
             task = bar.add_task("training", total=total, completed=self.step, stats="")
             while total is None or self.step < total:
-                if self.elapsed >= deadline:
+                stop = self.elapsed >= deadline
+                if self.dist is not None and deadline < math.inf:
+                    stop = distributed.any_rank(stop, self.device)  # clocks differ per rank
+                if stop:
                     status = "time-limit"
                     break
                 started = time.perf_counter()
@@ -459,7 +555,7 @@ class Trainer:
                 window_steps += 1
                 self.elapsed += time.perf_counter() - started
                 last = record
-                if self.step % t.log_every == 0 or self.step == total:
+                if self.is_main and (self.step % t.log_every == 0 or self.step == total):
                     now = time.perf_counter()
                     rate = (
                         window_steps * self.config.data.batch_size / max(now - window_start, 1e-9)
@@ -475,14 +571,15 @@ class Trainer:
                     }
                     self._log(entry)
                     bar.update(task, stats=_format_stats(entry))
-                if self.step % t.image_every == 0:
+                if self.is_main and self.step % t.image_every == 0:
                     self.write_images()
-                if self.step % t.checkpoint_every == 0:
+                if self.is_main and self.step % t.checkpoint_every == 0:
                     self.save_checkpoint()
                 bar.update(task, completed=self.step)
-        if ckpt.latest(self.checkpoint_dir) != self.checkpoint_dir / f"step_{self.step:08d}.pt":
-            self.save_checkpoint()
-        self.write_images()
+        if self.is_main:
+            if ckpt.latest(self.checkpoint_dir) != self.checkpoint_dir / f"step_{self.step:08d}.pt":
+                self.save_checkpoint()
+            self.write_images()
         result = TrainResult(self.run_dir, self.step, self.stream.epoch, status, last)
         self._emit("end", {"step": self.step, "status": status})
         return result

@@ -146,3 +146,19 @@ def test_paired_comparison_detects_a_consistent_difference() -> None:
     assert result["p_value"] < 1e-3
     same = paired_comparison(a, dict(a))
     assert same["p_value"] == 1.0
+
+
+def test_optional_axis_leaves_out_uninstalled_components(tmp_path: Path) -> None:
+    text = STUDY.replace(
+        '"divergence.name" = ["gaussian-kl", "kozachenko-leonenko"]',
+        '"divergence.name" = ["gaussian-kl", "not-installed-divergence"]',
+    ).replace("seeds = [0, 1]", 'seeds = [0, 1]\noptional = ["divergence.name"]')
+    spec, source = load_study(_write(tmp_path, text))
+    runs = plan(spec, str(source), tmp_path / "out")
+    assert {r.config.divergence.name for r in runs} == {"gaussian-kl"}
+
+
+def test_a_missing_plugin_named_by_a_study_says_what_provides_it(tmp_path: Path) -> None:
+    text = STUDY.replace('"kozachenko-leonenko"]', '"mmd"]')
+    with pytest.raises(ConfigError, match=r"agekit-mmd.*agekit list divergence"):
+        run_study(_write(tmp_path, text), out=tmp_path / "out")

@@ -279,12 +279,18 @@ def _markdown(
             lines += [f"![{figure}]({figure})", ""]
     references = study.get("study", {}).get("references", []) if study else []
     if references:
-        lines += ["## Published numbers (quoted, not re-measured)", "",
-                  "| method | setting | values | source |", "|---|---|---|---|"]
+        lines += [
+            "## Published numbers (quoted, not re-measured)",
+            "",
+            "| method | setting | values | source |",
+            "|---|---|---|---|",
+        ]
         for ref in references:
             values = ", ".join(f"{k} {v}" for k, v in ref["values"].items())
             note = f" ({ref['note']})" if ref.get("note") else ""
-            lines.append(f"| {ref['method']} | {ref['setting']} | {values} | {ref['source']}{note} |")
+            lines.append(
+                f"| {ref['method']} | {ref['setting']} | {values} | {ref['source']}{note} |"
+            )
         lines.append("")
     lines += ["## Protocols", ""]
     protocols: dict[str, Any] = {}

@@ -98,6 +98,9 @@ class StudySpec(Strict):
     eval_seed: int = 1234
     #: Runs trained at once when ``agekit run`` is not given --jobs (results do not depend on it).
     jobs: int = Field(1, ge=1)
+    #: Axes (dotted keys ending in ``.name``) whose values may name components that are not
+    #: installed: such values are left out, and said so, instead of failing the study.
+    optional: list[str] = Field(default_factory=list)
     #: Published numbers to print beside the study's own.
     references: list[Reference] = Field(default_factory=list)
 
@@ -170,10 +173,11 @@ def plan(
         unknown = set(chosen.settings) - {s.name for s in settings}
         if unknown:
             raise ConfigError(f"{source}: profiles.{profile}.settings: unknown {sorted(unknown)}")
-    axis_keys = list(spec.axes)
+    axes = _available_axes(spec, source)
+    axis_keys = list(axes)
     runs: list[PlannedRun] = []
     for setting in settings:
-        for combo in itertools.product(*(spec.axes[key] for key in axis_keys)):
+        for combo in itertools.product(*(axes[key] for key in axis_keys)):
             axis_values = tuple(zip(axis_keys, combo, strict=True))
             cell_parts = [setting.name] + [
                 f"{key.split('.')[-2] if key.endswith('.name') else key.split('.')[-1]}"
@@ -209,6 +213,41 @@ def plan(
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{source}: two runs share an id; give settings distinct names")
     return runs
+
+
+#: The configuration section of a component name -> its registry kind.
+_SECTION_KINDS = {
+    "data": "dataset",
+    "prior": "prior",
+    "divergence": "divergence",
+    "backbone": "backbone",
+}
+
+
+def _available_axes(spec: StudySpec, source: str) -> dict[str, list[Any]]:
+    from agekit.registry import REGISTRY
+
+    axes = {key: list(values) for key, values in spec.axes.items()}
+    for key in spec.optional:
+        section = key.split(".")[0]
+        if key not in axes or not key.endswith(".name") or section not in _SECTION_KINDS:
+            raise ConfigError(
+                f"{source}: optional: {key!r} must be an axis over a component name "
+                f"(one of {', '.join(k + '.name' for k in _SECTION_KINDS)})"
+            )
+        installed = set(REGISTRY.available(_SECTION_KINDS[section]))
+        missing = [v for v in axes[key] if v not in installed]
+        if missing:
+            from rich.console import Console
+
+            Console(stderr=True).print(
+                f"{source}: {key}: not installed, left out of this study: {', '.join(missing)} "
+                f"(`agekit list {_SECTION_KINDS[section]}` shows what is installed)"
+            )
+        axes[key] = [v for v in axes[key] if v in installed]
+        if not axes[key]:
+            raise ConfigError(f"{source}: axis {key!r}: none of its components is installed")
+    return axes
 
 
 def _metrics(
