@@ -230,6 +230,13 @@ def test_flat_image_folder(tmp_path: Path) -> None:
     again = create("image-folder", root=str(tmp_path), image_size=16, test_fraction=0.2)
     assert again.files("test") == source.files("test")
     assert source.tensors("train") is None
+    # torchvision's Resize(16) (shorter side) + CenterCrop(16) on the PIL image
+    from torchvision.transforms import v2
+
+    pipeline = v2.Compose([v2.Resize(16), v2.CenterCrop(16), v2.PILToTensor()])
+    with Image.open(source.files("train")[0]) as image:
+        expected = pipeline(image.convert("RGB")).float() / 127.5 - 1
+    assert torch.allclose(x, expected, atol=1e-6)
 
 
 def test_class_folders_and_official_split(tmp_path: Path) -> None:
@@ -262,9 +269,23 @@ def test_celeba_crop(tmp_path: Path) -> None:
     assert np.allclose(x.permute(1, 2, 0).numpy(), pixels, atol=1e-5)
 
 
-def test_fake_cifar10(tmp_path: Path) -> None:
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
+def _skip_md5(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Let torchvision accept fake files of a set it md5-checks.
+
+    torchvision's CIFAR10 and SVHN compare every file with the md5 sum of the official download,
+    which small fake files cannot match; patching the class's ``_check_integrity`` (and, for
+    CIFAR10, the module-level ``check_integrity`` its ``_load_meta`` calls for batches.meta) keeps
+    the rest of the real loading path (torchvision reading the files, agekit's conversion) tested.
+    """
+    from torchvision import datasets
+
+    monkeypatch.setattr(getattr(datasets, name), "_check_integrity", lambda self: True)
+    if name == "CIFAR10":
+        monkeypatch.setattr(datasets.cifar, "check_integrity", lambda *args, **kwargs: True)
+
+
+def _write_fake_cifar10(folder: Path) -> None:
+    folder.mkdir(parents=True)
     generator = np.random.default_rng(0)
     for name, count in [*((f"data_batch_{i}", 4) for i in range(1, 6)), ("test_batch", 3)]:
         entry = {
@@ -273,6 +294,14 @@ def test_fake_cifar10(tmp_path: Path) -> None:
         }
         with open(folder / name, "wb") as handle:
             pickle.dump(entry, handle)
+    with open(folder / "batches.meta", "wb") as handle:
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, handle)
+
+
+def test_fake_cifar10(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    _write_fake_cifar10(folder)
+    _skip_md5(monkeypatch, "CIFAR10")
     source = create("cifar10", root=str(tmp_path))
     assert source.shape == (3, 32, 32)
     x, labels = source.tensors("train")
@@ -283,12 +312,77 @@ def test_fake_cifar10(tmp_path: Path) -> None:
     assert torch.allclose(
         x[0, 1, 0, :3], torch.tensor(first["data"][0, 1024:1027]) / 127.5 - 1, atol=1e-6
     )
+    assert labels[:4].tolist() == first["labels"]
     assert source.tensors("test")[0].shape == (3, 3, 32, 32)
     assert create("cifar10", root=str(tmp_path), image_size=64).split("test")[2][0].shape == (
         3,
         64,
         64,
     )
+    # root may also be the batches folder itself
+    inner = create("cifar10", root=str(folder))
+    assert torch.equal(inner.tensors("train")[0], x)
+
+
+def test_cifar10_missing_meta_is_reported_before_torchvision(tmp_path: Path) -> None:
+    _write_fake_cifar10(tmp_path / "cifar-10-batches-py")
+    (tmp_path / "cifar-10-batches-py" / "batches.meta").unlink()
+    with pytest.raises(DatasetNotFoundError, match=r"batches\.meta") as info:
+        create("cifar10", root=str(tmp_path))
+    assert str(tmp_path) in str(info.value) and "never downloads" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["cifar10", "svhn"])
+def test_files_torchvision_rejects_raise_dataset_not_found(tmp_path: Path, name: str) -> None:
+    # fake files exist, so agekit's own check passes; torchvision's md5 check then rejects them
+    if name == "cifar10":
+        _write_fake_cifar10(tmp_path / "cifar-10-batches-py")
+    else:
+        _write_fake_svhn(tmp_path)
+    source = create(name, root=str(tmp_path))
+    with pytest.raises(DatasetNotFoundError) as info:
+        source.tensors("train")
+    message = str(info.value)
+    assert str(tmp_path) in message and "never downloads" in message
+    assert "torchvision" in message and "corrupted" in message  # torchvision's own reason
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def test_corrupt_mnist_raises_dataset_not_found(tmp_path: Path) -> None:
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix in ("train", "t10k"):
+        for kind in ("images-idx3", "labels-idx1"):
+            (raw / f"{prefix}-{kind}-ubyte").write_bytes(b"not an idx file")
+    source = create("mnist", root=str(tmp_path))
+    with pytest.raises(DatasetNotFoundError, match="torchvision could not load") as info:
+        source.split("test")
+    assert str(tmp_path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("size", "out", "mode"),
+    [(28, 32, "pad"), (35, 32, "pad"), (32, 32, "pad"), (32, 64, "resize"), (32, 13, "resize")],
+)
+def test_torchvision_fit_matches_the_torch_only_helper(size: int, out: int, mode: str) -> None:
+    from agekit.datasets._common import fit_images
+    from agekit.datasets.local import fit_images_v2
+
+    x = torch.rand(5, 3, size, size) * 2 - 1
+    fitted = fit_images_v2(x.clone(), out, mode)  # type: ignore[arg-type]
+    assert fitted.shape == (5, 3, out, out)
+    assert torch.allclose(fitted, fit_images(x.clone(), out, mode), atol=1e-6)  # type: ignore[arg-type]
+
+
+def test_importing_local_sets_does_not_import_torchvision() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, agekit, agekit.datasets, agekit.datasets.local; "
+        "agekit.available('dataset'); assert 'torchvision' not in sys.modules, 'imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_fake_mnist(tmp_path: Path) -> None:
@@ -315,17 +409,28 @@ def test_fake_mnist(tmp_path: Path) -> None:
     assert len(source.split("train")) == 6
 
 
-def test_fake_svhn_and_lazy_shape(tmp_path: Path) -> None:
+def _write_fake_svhn(folder: Path) -> None:
     from scipy.io import savemat
 
     generator = np.random.default_rng(0)
     for name, count in (("train", 5), ("test", 3)):
         images = generator.integers(0, 256, size=(32, 32, 3, count), dtype=np.uint8)
         labels = np.array([[10], [1], [2], [3], [4]][:count], dtype=np.uint8)
-        savemat(tmp_path / f"{name}_32x32.mat", {"X": images, "y": labels})
+        savemat(folder / f"{name}_32x32.mat", {"X": images, "y": labels})
+
+
+def test_fake_svhn_and_lazy_shape(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from scipy.io import loadmat
+
+    _write_fake_svhn(tmp_path)
+    _skip_md5(monkeypatch, "SVHN")
     source = create("svhn", root=str(tmp_path), image_size=16)
     assert source.shape == (3, 16, 16) and source._raw == {}  # shape needs no data
     x, labels = source.tensors("test")
     assert x.shape == (3, 3, 16, 16) and labels.tolist() == [0, 1, 2]  # label 10 is digit 0
     item, label = source.split("train")[4]
     assert item.shape == (3, 16, 16) and label == 4
+    full = create("svhn", root=str(tmp_path)).tensors("test")[0]  # 32x32: no resize
+    pixels = loadmat(str(tmp_path / "test_32x32.mat"))["X"]  # (H, W, C, N)
+    expected = torch.from_numpy(pixels.transpose(3, 2, 0, 1).astype(np.float32) / 127.5 - 1)
+    assert torch.allclose(full, expected, atol=1e-6)

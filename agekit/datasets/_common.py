@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -24,12 +24,19 @@ NO_LABEL = -1
 class DatasetNotFoundError(FileNotFoundError):
     """The files of a local data set are not where the options say; agekit never downloads."""
 
-    def __init__(self, dataset: str, path: str | Path, layout: str) -> None:
+    def __init__(
+        self, dataset: str, path: str | Path, layout: str, *, detail: str | None = None
+    ) -> None:
         self.dataset = dataset
         self.path = str(path)
         self.layout = layout
+        self.detail = detail
+        # detail: why files that are there were rejected (e.g. torchvision's md5 check)
+        found = f"no data found at {self.path!r}"
+        if detail is not None:
+            found = f"the data at {self.path!r} could not be used ({detail})"
         super().__init__(
-            f"{dataset}: no data found at {self.path!r}. Expected layout: {layout}. "
+            f"{dataset}: {found}. Expected layout: {layout}. "
             "agekit never downloads data sets: put the files there yourself (for example with "
             "torchvision's download=True on a machine with internet access) and pass that folder "
             "as root."
@@ -101,7 +108,8 @@ def fit_images(x: Tensor, image_size: int, mode: Fit) -> Tensor:
     are larger; "resize" rescales bilinearly (antialiased when shrinking).
     """
     # plain torch ops, the same ones torchvision's tensor pad/resize run: importing torchvision
-    # costs seconds (it imports its model zoo), which would dominate loading the embedded sets
+    # costs seconds (it imports its model zoo), which would dominate loading the embedded sets.
+    # The local sets use local.fit_images_v2 (transforms.v2); a test checks the two agree.
     height, width = x.shape[-2:]
     if height == image_size and width == image_size:
         return x
@@ -155,12 +163,6 @@ class ImageFilesDataset(Dataset[tuple[Tensor, int]]):
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         return self.load(self.files[index]), self.labels[index]
-
-
-def pil_to_tensor(image: Any) -> Tensor:
-    """A PIL RGB image -> float32 (3, H, W) in [-1, 1]."""
-    array = np.asarray(image, dtype=np.uint8).reshape(image.height, image.width, -1)
-    return to_signed_unit(torch.from_numpy(array.copy()).permute(2, 0, 1), 255.0)
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -1,11 +1,17 @@
 """Data sets read from a local folder. agekit never downloads: a missing file is an error that says
-which path was searched and what layout it should have."""
+which path was searched and what layout it should have.
+
+MNIST, CIFAR-10 and SVHN are read by torchvision's data set classes (``download=False`` always),
+and images are padded, cropped and resized with ``torchvision.transforms.v2``. torchvision is
+imported inside the functions that use it: it takes seconds to import, and listing or creating
+components must not pay for it.
+"""
 
 from __future__ import annotations
 
 import pickle
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,13 +33,50 @@ from agekit.datasets._common import (
     check_fraction,
     check_positive,
     check_split,
-    fit_images,
     in_chunks,
     list_images,
-    pil_to_tensor,
     split_indices,
     to_signed_unit,
 )
+
+#: What torchvision raises on files that exist but do not load (bad md5, truncated, wrong format).
+_LOAD_ERRORS = (
+    RuntimeError,
+    ValueError,
+    OSError,
+    AssertionError,
+    EOFError,
+    KeyError,
+    pickle.UnpicklingError,
+)
+
+
+def fit_images_v2(x: Tensor, image_size: int, mode: Fit) -> Tensor:
+    """Bring (N, C, H, W) images in [-1, 1] to (N, C, image_size, image_size) with torchvision.
+
+    "pad" centres the pixels on a background of -1 (``transforms.v2.functional.pad``), or
+    centre-crops an image larger than ``image_size``; "resize" rescales bilinearly with antialias
+    (``transforms.v2.functional.resize``). Same offsets and results as ``_common.fit_images``,
+    the torch-only twin the embedded sets use so that loading them never imports torchvision.
+    """
+    height, width = x.shape[-2:]
+    if height == image_size and width == image_size:
+        return x
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    if mode == "resize":
+        out = TF.resize(
+            x, [image_size, image_size], interpolation=InterpolationMode.BILINEAR, antialias=True
+        )
+        return out.clamp_(-1.0, 1.0)
+    top, left = (image_size - height) // 2, (image_size - width) // 2
+    padding = [left, top, image_size - width - left, image_size - height - top]  # l, t, r, b
+    if any(p > 0 for p in padding):
+        x = TF.pad(x, [max(p, 0) for p in padding], fill=-1.0)
+    if any(p < 0 for p in padding):  # larger than image_size: keep the centre
+        x = TF.crop(x, max(-top, 0), max(-left, 0), image_size, image_size)
+    return x
 
 
 def _root(root: str) -> Path:
@@ -46,7 +89,9 @@ def _root(root: str) -> Path:
 class _ArraySource(DataSource):
     """A set with an official train/test split whose raw uint8 images fit in memory.
 
-    Files are checked when the source is created, but read only when a split is first used.
+    Files are checked when the source is created (so a missing file raises agekit's
+    DatasetNotFoundError, never torchvision's generic error), but read only when a split is first
+    used, by torchvision's class for the set with ``download=False``.
     """
 
     channels: int
@@ -63,6 +108,11 @@ class _ArraySource(DataSource):
     def shape(self) -> tuple[int, ...]:
         return (self.channels, self.image_size, self.image_size)
 
+    @property
+    @abstractmethod
+    def layout(self) -> str:
+        """The expected files, for error messages."""
+
     @abstractmethod
     def _check_files(self) -> None:
         """Raise DatasetNotFoundError unless every file the set needs exists."""
@@ -78,7 +128,7 @@ class _ArraySource(DataSource):
         return self._raw[name]
 
     def _process(self, raw: Tensor) -> Tensor:
-        return fit_images(to_signed_unit(raw, 255.0), self.image_size, self.resize)
+        return fit_images_v2(to_signed_unit(raw, 255.0), self.image_size, self.resize)
 
     def split(self, name: SplitName) -> Dataset[Any]:
         raw, labels = self._raw_split(name)
@@ -91,9 +141,19 @@ class _ArraySource(DataSource):
             self._tensors[name] = (in_chunks(raw, self._process).contiguous(), labels)
         return self._tensors[name]
 
-    def _missing(self, folder: Path, names: Sequence[str], layout: str) -> None:
+    def _missing(self, folder: Path, names: Sequence[str]) -> None:
         if not all((folder / n).is_file() for n in names):
-            raise DatasetNotFoundError(type(self).__name__, self.root, layout)
+            raise DatasetNotFoundError(type(self).__name__, self.root, self.layout)
+
+    def _torchvision(self, make: Callable[[], Any]) -> Any:
+        """``make()`` (a torchvision data set), its errors re-raised as DatasetNotFoundError."""
+        try:
+            return make()
+        except _LOAD_ERRORS as error:  # files present but rejected, e.g. an md5 mismatch
+            detail = f"torchvision could not load them: {error}"
+            raise DatasetNotFoundError(
+                type(self).__name__, self.root, self.layout, detail=detail
+            ) from error
 
     def __repr__(self) -> str:
         return (
@@ -109,7 +169,7 @@ _MNIST_FILES = {
 
 
 class MNIST(_ArraySource):
-    """The full MNIST (60,000 train / 10,000 test) in torchvision's layout.
+    """The full MNIST (60,000 train / 10,000 test) read by ``torchvision.datasets.MNIST``.
 
     28x28 digits are padded to 32x32 by default, like MNIST5k.
     """
@@ -119,37 +179,27 @@ class MNIST(_ArraySource):
     def __init__(self, root: str, image_size: int = 32, resize: Fit = "pad") -> None:
         super().__init__(root, image_size, resize)
 
-    def _check_files(self) -> None:
+    @property
+    def layout(self) -> str:
         names = [n for pair in _MNIST_FILES.values() for n in pair]
-        layout = (
-            f"{self.root}/MNIST/raw/{{{', '.join(names)}}} (uncompressed, torchvision's layout)"
-        )
-        self._missing(self.root / "MNIST" / "raw", names, layout)
+        return f"{self.root}/MNIST/raw/{{{', '.join(names)}}} (uncompressed, torchvision's layout)"
+
+    def _check_files(self) -> None:
+        self._missing(self.root / "MNIST" / "raw", [n for p in _MNIST_FILES.values() for n in p])
 
     def _load(self, name: SplitName) -> tuple[Tensor, Tensor]:
-        # the idx format is a few lines to read; torchvision's MNIST class costs seconds to import
-        images_file, labels_file = _MNIST_FILES[name]
-        raw = self.root / "MNIST" / "raw"
-        images = _read_idx(raw / images_file)
-        labels = _read_idx(raw / labels_file)
-        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise ValueError(f"MNIST: {raw} holds inconsistent files for the {name} split")
-        x = torch.from_numpy(images.astype(np.uint8)).unsqueeze(1)
-        return x, torch.from_numpy(labels.astype(np.int64))
+        from torchvision import datasets
 
-
-def _read_idx(path: Path) -> np.ndarray:
-    """An unsigned-byte idx file (MNIST's format): magic 0x08 0x0N, N big-endian sizes, data."""
-    data = path.read_bytes()
-    if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte idx file")
-    ndim = data[3]
-    shape = tuple(int(v) for v in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+        data = self._torchvision(
+            lambda: datasets.MNIST(str(self.root), train=name == "train", download=False)
+        )
+        images, labels = torch.as_tensor(data.data), torch.as_tensor(data.targets)
+        return images.to(torch.uint8).unsqueeze(1), labels.to(torch.int64)
 
 
 class CIFAR10(_ArraySource):
-    """CIFAR-10 (50,000 train / 10,000 test, 32x32 RGB) from the python pickle batches."""
+    """CIFAR-10 (50,000 train / 10,000 test, 32x32 RGB) read by ``torchvision.datasets.CIFAR10``
+    from the python pickle batches (torchvision checks their md5 sums)."""
 
     channels = 3
     _folder = "cifar-10-batches-py"
@@ -157,37 +207,44 @@ class CIFAR10(_ArraySource):
         "train": tuple(f"data_batch_{i}" for i in range(1, 6)),
         "test": ("test_batch",),
     }
+    _meta = "batches.meta"
 
     def __init__(self, root: str, image_size: int = 32, resize: Fit = "resize") -> None:
         super().__init__(root, image_size, resize)
 
-    def _folder_path(self) -> Path:
-        # root may also be the batches folder itself
+    def _parent(self) -> Path:
+        """The root torchvision wants: root may also be the cifar-10-batches-py folder itself."""
         nested = self.root / self._folder
-        return nested if nested.is_dir() else self.root
+        if not nested.is_dir() and self.root.name == self._folder:
+            return self.root.parent
+        return self.root
+
+    @property
+    def layout(self) -> str:
+        return (
+            f"{self.root}/{self._folder}/{{data_batch_1..5, test_batch}} and {self._meta} (the "
+            "python version, as torchvision's CIFAR10 unpacks it)"
+        )
 
     def _check_files(self) -> None:
-        names = [*self._files["train"], *self._files["test"]]
-        layout = (
-            f"{self.root}/{self._folder}/{{data_batch_1..5, test_batch}} (the python version, "
-            "as torchvision's CIFAR10 unpacks it)"
-        )
-        self._missing(self._folder_path(), names, layout)
+        names = [*self._files["train"], *self._files["test"], self._meta]
+        self._missing(self._parent() / self._folder, names)
 
     def _load(self, name: SplitName) -> tuple[Tensor, Tensor]:
-        # read the pickles directly: torchvision's class would also demand batches.meta and md5s
-        images, labels = [], []
-        for file in self._files[name]:
-            with open(self._folder_path() / file, "rb") as handle:
-                entry = pickle.load(handle, encoding="latin1")
-            images.append(np.asarray(entry["data"], dtype=np.uint8))
-            labels.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
-        x = torch.from_numpy(np.concatenate(images).reshape(-1, 3, 32, 32))
-        return x, torch.tensor(labels, dtype=torch.int64)
+        from torchvision import datasets
+
+        data = self._torchvision(
+            lambda: datasets.CIFAR10(str(self._parent()), train=name == "train", download=False)
+        )
+        images = torch.from_numpy(np.asarray(data.data, dtype=np.uint8))  # (N, H, W, C)
+        return images.permute(0, 3, 1, 2).contiguous(), torch.tensor(
+            data.targets, dtype=torch.int64
+        )
 
 
 class SVHN(_ArraySource):
-    """SVHN cropped digits (73,257 train / 26,032 test, 32x32 RGB); label 10 is mapped to 0."""
+    """SVHN cropped digits (73,257 train / 26,032 test, 32x32 RGB) read by
+    ``torchvision.datasets.SVHN`` (which checks md5 sums and maps label 10 to 0)."""
 
     channels = 3
     _files: ClassVar[dict[str, str]] = {"train": "train_32x32.mat", "test": "test_32x32.mat"}
@@ -195,19 +252,20 @@ class SVHN(_ArraySource):
     def __init__(self, root: str, image_size: int = 32, resize: Fit = "resize") -> None:
         super().__init__(root, image_size, resize)
 
+    @property
+    def layout(self) -> str:
+        names = ", ".join(self._files.values())
+        return f"{self.root}/{{{names}}} (torchvision's SVHN layout)"
+
     def _check_files(self) -> None:
-        names = list(self._files.values())
-        layout = f"{self.root}/{{{', '.join(names)}}} (torchvision's SVHN layout)"
-        self._missing(self.root, names, layout)
+        self._missing(self.root, list(self._files.values()))
 
     def _load(self, name: SplitName) -> tuple[Tensor, Tensor]:
-        from scipy.io import loadmat
+        from torchvision import datasets
 
-        mat = loadmat(str(self.root / self._files[name]))
-        x = np.ascontiguousarray(np.transpose(mat["X"], (3, 2, 0, 1)), dtype=np.uint8)
-        labels = mat["y"].astype(np.int64).reshape(-1)
-        labels[labels == 10] = 0
-        return torch.from_numpy(x), torch.from_numpy(labels)
+        data = self._torchvision(lambda: datasets.SVHN(str(self.root), split=name, download=False))
+        images = torch.from_numpy(np.ascontiguousarray(data.data, dtype=np.uint8))  # (N, C, H, W)
+        return images, torch.from_numpy(np.asarray(data.labels, dtype=np.int64).reshape(-1))
 
 
 # Folders of image files --------------------------------------------------------------------------
@@ -278,14 +336,17 @@ class CelebA(_FileSource):
 
     def _load_image(self, path: Path) -> Tensor:
         from PIL import Image
+        from torchvision.transforms.v2 import InterpolationMode
+        from torchvision.transforms.v2 import functional as TF
 
+        # on PIL images, v2's resize runs PIL's own bilinear resize: the reference crop exactly
         with Image.open(path) as image:
-            face = image.convert("RGB").resize((64, 78), Image.Resampling.BILINEAR)
-            face = face.crop((0, 7, 64, 71))
-            if self.image_size != 64:
-                size = (self.image_size, self.image_size)
-                face = face.resize(size, Image.Resampling.BILINEAR)
-            return pil_to_tensor(face)
+            face = TF.resize(image.convert("RGB"), [78, 64], InterpolationMode.BILINEAR)
+        face = TF.crop(face, top=7, left=0, height=64, width=64)
+        if self.image_size != 64:
+            size = [self.image_size, self.image_size]
+            face = TF.resize(face, size, InterpolationMode.BILINEAR)
+        return to_signed_unit(TF.pil_to_tensor(face), 255.0)
 
 
 class ImageFolder(_FileSource):
@@ -338,16 +399,14 @@ class ImageFolder(_FileSource):
 
     def _load_image(self, path: Path) -> Tensor:
         from PIL import Image
+        from torchvision.transforms.v2 import InterpolationMode
+        from torchvision.transforms.v2 import functional as TF
 
         size = self.image_size
         with Image.open(path) as image:
-            rgb = image.convert("RGB")
-            width, height = rgb.size
-            scale = size / min(width, height)
-            new = (max(size, round(width * scale)), max(size, round(height * scale)))
-            rgb = rgb.resize(new, Image.Resampling.BILINEAR)
-            left, top = (new[0] - size) // 2, (new[1] - size) // 2
-            return pil_to_tensor(rgb.crop((left, top, left + size, top + size)))
+            # torchvision's Resize(size) (shorter side) then CenterCrop(size), on the PIL image
+            rgb = TF.resize(image.convert("RGB"), size, InterpolationMode.BILINEAR)
+        return to_signed_unit(TF.pil_to_tensor(TF.center_crop(rgb, [size, size])), 255.0)
 
 
 def _scan(folder: Path) -> dict[str | None, list[Path]]:
