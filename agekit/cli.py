@@ -68,16 +68,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
     overrides = _parse_overrides(args.set or [])
     if args.out:
         overrides["out_dir"] = args.out
+    from agekit import distributed
+
     config = load_config(args.config, overrides)
-    trainer = Trainer(config, run_dir=args.run_dir, progress=not args.quiet)
-    console.print(
-        f"[bold]agekit train[/bold] {config.name} on {trainer.device} -> {trainer.run_dir}"
-    )
-    result = trainer.fit(resume=args.resume)
-    console.print(
-        f"{result.status}: step {result.step}, epoch {result.epoch}; "
-        f"images in {result.run_dir / 'images'}, log {trainer.metrics_path}"
-    )
+    try:
+        # Under torchrun (WORLD_SIZE > 1) the trainer joins the process group; rank 0 reports.
+        trainer = Trainer(config, run_dir=args.run_dir, progress=not args.quiet)
+        processes = f" x {trainer.world_size} processes" if trainer.world_size > 1 else ""
+        if trainer.is_main:
+            console.print(
+                f"[bold]agekit train[/bold] {config.name} on {trainer.device}{processes} "
+                f"-> {trainer.run_dir}"
+            )
+        result = trainer.fit(resume=args.resume)
+        if trainer.is_main:
+            console.print(
+                f"{result.status}: step {result.step}, epoch {result.epoch}; "
+                f"images in {result.run_dir / 'images'}, log {trainer.metrics_path}"
+            )
+    finally:
+        distributed.shutdown()
     return 0
 
 
@@ -220,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agekit.checkpoint import CheckpointError
     from agekit.components import ComponentInputError
     from agekit.config import ConfigError
+    from agekit.distributed import DistributedError
     from agekit.registry import RegistryError
     from agekit.trainer import DeviceUnavailable, TrainingDiverged
 
@@ -231,6 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         CheckpointError,
         DeviceUnavailable,
         TrainingDiverged,
+        DistributedError,
         ComponentInputError,
         FileNotFoundError,
     )

@@ -29,6 +29,7 @@ g = (1/N) sum_r dL_r/dtheta.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -115,7 +116,11 @@ def gather_codes(local: Tensor) -> Tensor:
     own slice (summed over the ranks' copies of the loss; see the module docstring)."""
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(local.contiguous()), dim=0)
+    # Its deprecation notice points to a private module (_functional_collectives); this public
+    # function is the documented autograd all-gather and works on gloo and NCCL alike.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "torch.distributed.nn.functional", FutureWarning)
+        return torch.cat(all_gather(local.contiguous()), dim=0)
 
 
 def code_gatherer(mode: str) -> Callable[[Tensor], Tensor] | None:

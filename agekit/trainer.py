@@ -264,6 +264,11 @@ class Trainer:
         self.local_batch = distributed.local_batch_size(config.data.batch_size, self.world_size)
         self.model = build_model(config, self.device)
         if self.dist is not None:
+            if config.distributed.sync_batchnorm and self.device.type != "cuda":
+                raise distributed.DistributedError(
+                    "distributed.sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm does "
+                    "not run on the CPU); use a backbone without batch norm on the CPU"
+                )
             if config.distributed.sync_batchnorm:
                 # Converts child BatchNorm layers in place (the backbones' roots are containers),
                 # keeping the same Parameter objects, so optimisers built below see them.
