@@ -84,7 +84,9 @@ def test_derivative_is_positive_and_matches_differences(dim: int, c: float) -> N
         log_cap_fraction_numpy(np.array([c + h]), dim)
         - log_cap_fraction_numpy(np.array([c - h]), dim)
     )[0] / (2 * h)
-    assert float(grad) > 0  # a bigger cap always covers more
+    # A bigger cap always covers more; near the antipode in high dimension the true slope
+    # (~ sin^(M-2) theta) is below the smallest float64 and rounds to 0 on both sides.
+    assert float(grad) > 0 or (float(grad) == 0.0 and numeric == 0.0)
     # Central differences have O(h^2) truncation error (1e-5 relative is ample) and an absolute
     # rounding error of about 1e-16 / h < 1e-9 (it matters where F ~ 1 and the slope is ~1e-6).
     assert math.isclose(float(grad), numeric, rel_tol=1e-5, abs_tol=1e-9)
