@@ -91,6 +91,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_conditional(model: Any, command: str) -> None:
+    if model.data.condition_shape is not None:
+        raise UsageError(
+            f"{command} draws unconditional models; this one is conditional "
+            f"({model.config.data.name}): use `agekit colorize` or `agekit transfer`"
+        )
+
+
 def _cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
@@ -98,6 +106,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from agekit.visual import save_samples
 
     model, _ = load_trained(args.checkpoint, args.device)
+    _refuse_conditional(model, "sample")
     generator = torch.Generator().manual_seed(args.seed)
     device = next(model.pair.generator.parameters()).device
     z = model.prior.sample(args.n, generator).to(device)
@@ -116,6 +125,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     from agekit.visual import save_pairs_grid
 
     model, _ = load_trained(args.checkpoint, args.device)
+    _refuse_conditional(model, "reconstruct")
     device = next(model.pair.generator.parameters()).device
     x = test_batch(model.data, args.n).to(device)
     model.pair.encoder.eval()
@@ -138,6 +148,7 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
     from agekit.trainer import load_trained, test_batch
 
     model, _ = load_trained(args.checkpoint, args.device)
+    _refuse_conditional(model, "interpolate")
     if model.data.kind != "image":
         raise UsageError("interpolate draws images; this model's data are vectors")
     device = next(model.pair.generator.parameters()).device
@@ -170,6 +181,110 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
     console.print(
         f"wrote {args.rows} interpolations to {args.out} "
         "(ends: the real test images; between: decoded codes)"
+    )
+    return 0
+
+
+def _conditional_model(checkpoint: str, device: str) -> Any:
+    from agekit.trainer import load_trained
+
+    model, _ = load_trained(checkpoint, device)
+    if model.data.condition_shape is None:
+        raise UsageError(
+            f"{checkpoint}: this model was trained on unconditional data "
+            f"({model.config.data.name}); colorize and transfer need a colorization model "
+            "(e.g. data colour-crops or lab-folder)"
+        )
+    model.pair.encoder.eval()
+    model.pair.generator.eval()
+    return model
+
+
+def read_rgb(path: str | Path, size: int) -> Any:
+    """An image file (any PIL-readable RGB or grayscale) as (3, size, size) RGB in [0, 1],
+    resized (shorter side, bilinear) and centre-cropped like ``image-folder``."""
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such image file")
+    try:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+            width, height = rgb.size
+            scale = size / min(width, height)
+            new = (max(size, round(width * scale)), max(size, round(height * scale)))
+            rgb = rgb.resize(new, Image.Resampling.BILINEAR)
+            left, top = (new[0] - size) // 2, (new[1] - size) // 2
+            rgb = rgb.crop((left, top, left + size, top + size))
+            array = np.asarray(rgb, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise UsageError(f"{path}: cannot read this file as an image ({exc})") from None
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def _model_size(model: Any) -> int:
+    return int(model.data.condition_shape[-1])
+
+
+def _cmd_colorize(args: argparse.Namespace) -> int:
+    import torch
+    from torchvision.utils import save_image
+
+    from agekit.color import network_to_rgb, rgb_to_network
+
+    if args.n < 1:
+        raise UsageError("--n must be at least 1")
+    model = _conditional_model(args.checkpoint, args.device)
+    size = _model_size(model)
+    rgb = torch.stack([read_rgb(path, size) for path in args.images])
+    device = next(model.pair.generator.parameters()).device
+    _, condition = rgb_to_network(rgb)
+    z = model.prior.sample(args.n, torch.Generator().manual_seed(args.seed))
+    rows = []
+    with torch.no_grad():
+        for image in range(len(rgb)):
+            cond = condition[image : image + 1].expand(args.n, -1, -1, -1)
+            ab = model.pair.generator(z.to(device), cond.to(device)).float().cpu()
+            grey = network_to_rgb(torch.zeros(1, 2, size, size), condition[image : image + 1])
+            rows.append(torch.cat([grey, network_to_rgb(ab, cond)]))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    save_image(torch.cat(rows), args.out, nrow=args.n + 1, pad_value=1.0)
+    console.print(
+        f"wrote {len(rgb)} x {args.n} colorizations to {args.out} "
+        "(a row per image: its grayscale input, then one colorization per z)"
+    )
+    return 0
+
+
+def _cmd_transfer(args: argparse.Namespace) -> int:
+    import torch
+    from torchvision.utils import save_image
+
+    from agekit.color import network_to_rgb, rgb_to_network
+
+    model = _conditional_model(args.checkpoint, args.device)
+    size = _model_size(model)
+    source, target = read_rgb(args.source, size), read_rgb(args.target, size)
+    device = next(model.pair.generator.parameters()).device
+    x1, l1 = rgb_to_network(source[None])
+    x2, l2 = rgb_to_network(target[None])
+    with torch.no_grad():
+        z1 = model.pair.encoder(x1.to(device), l1.to(device))
+        out = model.pair.generator(z1, l2.to(device)).float().cpu()
+    grey = network_to_rgb(torch.zeros_like(x2), l2)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    save_image(
+        torch.cat([source[None], grey, network_to_rgb(out, l2), target[None]]),
+        args.out,
+        nrow=4,
+        pad_value=1.0,
+    )
+    console.print(
+        f"wrote {args.out}: source, target's grayscale, g(e(source | L_source) | L_target), "
+        "target's own colours"
     )
     return 0
 
@@ -214,6 +329,25 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--rows", type=int, default=8)
             p.add_argument("--steps", type=int, default=8)
         p.set_defaults(func=func)
+
+    p = sub.add_parser(
+        "colorize", help="several colorizations g(z | L) of image files, one per z (conditional)"
+    )
+    p.add_argument("checkpoint", help="a checkpoint file or a run folder")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="RGB or grayscale image files")
+    p.add_argument("--n", type=int, default=8, help="colorizations per image")
+    p.add_argument("--seed", type=int, default=0, help="seed of the codes z")
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_colorize)
+
+    p = sub.add_parser("transfer", help="colour transfer: g(e(x1 | L1) | L2) (conditional models)")
+    p.add_argument("checkpoint", help="a checkpoint file or a run folder")
+    p.add_argument("source", help="image whose colour scheme is encoded")
+    p.add_argument("target", help="image whose lightness is recoloured")
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_transfer)
     _add_study_commands(sub)
     return parser
 

@@ -224,6 +224,25 @@ class DataSource(ABC):
         """(x, labels) of a whole split when it fits in memory, else None."""
         return None
 
+    # Conditional data (e.g. colorization: x = ab, condition = L). Unconditional sources keep
+    # these defaults and nothing else changes for them.
+    @property
+    def condition_shape(self) -> tuple[int, ...] | None:
+        """The shape of one sample's condition, or None for unconditional data.
+
+        A conditional source's :meth:`split` items are ``(x, label, condition)`` triples, and
+        :meth:`conditions` gives the whole split's conditions beside :meth:`tensors`.
+        """
+        return None
+
+    def conditions(self, name: Literal["train", "test"]) -> Tensor | None:
+        """The conditions of a whole split, row-aligned with :meth:`tensors`; else None."""
+        return None
+
+    def display(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
+        """Images to draw for samples x (with their conditions), in [-1, 1]; default x itself."""
+        return x
+
 
 # Metrics -----------------------------------------------------------------------------------------
 class Metric(ABC):

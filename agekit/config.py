@@ -74,6 +74,11 @@ class AdaptiveAdversary(Strict):
 class GameConfig(Strict):
     """The weights of the two objectives (paper eq. 5 and 6) and the update plan."""
 
+    #: "age": the encoder-generator game. "regression": a baseline for conditional data that
+    #: trains only the generator, minimising data_loss(x, g(z | condition)) (no encoder game;
+    #: the weights below are then unused).
+    objective: Literal["age", "regression"] = "age"
+
     #: lambda: latent reconstruction L_Z in the generator step.
     latent_weight: float = Field(1000.0, ge=0)
     #: mu: data reconstruction L_X in the encoder step.

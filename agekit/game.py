@@ -119,3 +119,20 @@ class AGEGame:
             loss = loss + w.encoder_latent_weight * latent_rec
             terms["latent_rec_enc"] = latent_rec
         return StepLosses(loss, terms)
+
+
+class RegressionObjective:
+    """The non-adversarial baseline of conditional models: L1 regression of x given the condition.
+
+    The generator still receives z (e.g. the constant noise maps of a colorization net), but
+    nothing asks it to use z, so it is free to ignore it (the regression-to-the-mean effect the
+    paper's section 3.2 contrasts AGE with). No encoder, no divergence: only the generator trains.
+    """
+
+    def __init__(self, generator: Generator, data_loss: ReconstructionLoss) -> None:
+        self.generator = generator
+        self.data_loss = data_loss
+
+    def generator_step(self, z: Tensor, x: Tensor, condition: Tensor | None = None) -> StepLosses:
+        data_rec = self.data_loss(x, self.generator(z, condition))
+        return StepLosses(data_rec, {"regression_l1": data_rec})

@@ -23,7 +23,7 @@ from agekit import checkpoint as ckpt
 from agekit import distributed
 from agekit.components import DataSource, EncoderGenerator, Prior
 from agekit.config import DistributedConfig, ExperimentConfig, config_to_dict
-from agekit.game import AGEGame, GameWeights
+from agekit.game import AGEGame, GameWeights, RegressionObjective
 from agekit.registry import create
 from agekit.visual import save_pairs_grid, save_samples
 
@@ -74,6 +74,8 @@ class Model:
     data: DataSource
     pair: EncoderGenerator
     game: AGEGame
+    #: Set when ``game.objective = "regression"``: the generator-only baseline.
+    regression: RegressionObjective | None = None
 
 
 def build_model(config: ExperimentConfig, device: torch.device) -> Model:
@@ -81,7 +83,11 @@ def build_model(config: ExperimentConfig, device: torch.device) -> Model:
     prior = create("prior", config.prior.name, dim=config.prior.dim, **config.prior.options)
     data = create("dataset", config.data.name, **config.data.options)
     backbone = create("backbone", config.backbone.name, **config.backbone.options)
-    pair = backbone.build(data.shape, prior.dim, prior)
+    condition_shape = data.condition_shape
+    if condition_shape is None:
+        pair = backbone.build(data.shape, prior.dim, prior)
+    else:
+        pair = backbone.build(data.shape, prior.dim, prior, condition_shape=condition_shape)
     pair.encoder.to(device)
     pair.generator.to(device)
     game = AGEGame(
@@ -99,7 +105,10 @@ def build_model(config: ExperimentConfig, device: torch.device) -> Model:
             fake_margin=None if math.isinf(config.game.fake_margin) else config.game.fake_margin,
         ),
     )
-    return Model(config, prior, data, pair, game)
+    regression = None
+    if config.game.objective == "regression":
+        regression = RegressionObjective(pair.generator, game.data_loss)
+    return Model(config, prior, data, pair, game, regression)
 
 
 class BatchStream:
@@ -130,10 +139,13 @@ class BatchStream:
         if tensors is not None:
             # Small embedded sets live on the device as one tensor: no DataLoader per batch.
             self.x_all: Tensor | None = tensors[0].to(device)
+            conditions = data.conditions("train")
+            self.condition_all = conditions.to(device) if conditions is not None else None
             self.dataset = None
             self.size = int(tensors[0].shape[0])
         else:
             self.x_all = None
+            self.condition_all = None
             self.dataset = data.split("train")
             self.size = len(self.dataset)  # type: ignore[arg-type]
         if self.size < batch_size:
@@ -157,15 +169,23 @@ class BatchStream:
         self._loader = None
 
     def next(self) -> Tensor:
+        return self.next_conditioned()[0]
+
+    def next_conditioned(self) -> tuple[Tensor, Tensor | None]:
+        """The next batch x and its conditions (None for unconditional data)."""
         if self.position + self.batch_size > self.size:
             self._new_epoch()
         index = self.permutation[self.position : self.position + self.batch_size][self.local_slice]
         self.position += self.batch_size
         if self.x_all is not None:
-            return self.x_all[index.to(self.device)]
+            on_device = index.to(self.device)
+            condition = None
+            if self.condition_all is not None:
+                condition = self.condition_all[on_device]
+            return self.x_all[on_device], condition
         return self._load(index)
 
-    def _load(self, index: Tensor) -> Tensor:
+    def _load(self, index: Tensor) -> tuple[Tensor, Tensor | None]:
         if self._loader is None:
             remaining = self.permutation[self.position - self.batch_size :]
             batches = [
@@ -179,8 +199,11 @@ class BatchStream:
                 pin_memory=self.device.type == "cuda",
             )
             self._loader = iter(loader)
-        x, _ = next(self._loader)
-        return x.to(self.device, non_blocking=True)
+        batch = next(self._loader)
+        x = batch[0].to(self.device, non_blocking=True)
+        if len(batch) > 2:  # conditional sources give (x, label, condition)
+            return x, batch[2].to(self.device, non_blocking=True)
+        return x, None
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -378,6 +401,9 @@ class Trainer:
         if saved is not None and "distributed" not in saved:
             # Checkpoints written before the section existed ran with its defaults.
             saved = {**saved, "distributed": DistributedConfig().model_dump(mode="json")}
+        if saved is not None and "objective" not in saved.get("game", {"objective": None}):
+            # Checkpoints written before game.objective existed trained the AGE game.
+            saved = {**saved, "game": {"objective": "age", **saved["game"]}}
         if saved is not None and saved != config_to_dict(self.config):
             raise ckpt.CheckpointError(
                 f"{path}: the run was started with a different configuration; "
@@ -465,15 +491,24 @@ class Trainer:
         roles = self._networks()
         game.encoder, game.generator = roles.train_encoder, roles.generator  # type: ignore[assignment]
         batch = self.local_batch
-        x = self.stream.next()
+        # condition is None for unconditional data, and then every call below is the same as
+        # without it. For conditional data the divergences still see the whole batch of codes
+        # (mixed conditions, paper section 3.2); fakes are g(z | the batch's own conditions).
+        x, condition = self.stream.next_conditioned()
         if self.config.train.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
+            if condition is not None and condition.ndim == 4:
+                condition = condition.contiguous(memory_format=torch.channels_last)
+        if self.model.regression is not None:
+            return self._regression_step(x, condition)
         adversary_weight = self.adversary.weight if self.adversary else 1.0
 
         self.encoder.requires_grad_(True)
         self.generator.requires_grad_(False)
         with self._autocast():
-            enc = game.encoder_step(x, self._sample_z(batch), adversary_weight=adversary_weight)
+            enc = game.encoder_step(
+                x, self._sample_z(batch), condition=condition, adversary_weight=adversary_weight
+            )
         self._guard(enc.terms | {"encoder_loss": enc.loss})
         self.opt_encoder.zero_grad(set_to_none=True)
         enc.loss.backward()
@@ -486,7 +521,7 @@ class Trainer:
         for _ in range(self.config.game.gen_steps_per_encoder_step):
             real = x if self.config.game.generator_data_weight > 0 else None
             with self._autocast():
-                gen = game.generator_step(self._sample_z(batch), real)
+                gen = game.generator_step(self._sample_z(batch), real, condition=condition)
             self._guard(gen.terms | {"generator_loss": gen.loss})
             self.opt_generator.zero_grad(set_to_none=True)
             gen.loss.backward()
@@ -506,6 +541,24 @@ class Trainer:
         if self.adversary is not None:
             self.adversary.update(record["kl_real"], record["kl_fake_enc"], self.lr_scale)
         return record
+
+    def _regression_step(self, x: Tensor, condition: Tensor | None) -> dict[str, float]:
+        """The regression baseline: one generator update on data_loss(x, g(z | condition))."""
+        assert self.model.regression is not None
+        objective = self.model.regression
+        objective.generator = self._networks().train_generator  # type: ignore[assignment]
+        self.generator.requires_grad_(True)
+        with self._autocast():
+            step = objective.generator_step(self._sample_z(self.local_batch), x, condition)
+        self._guard(step.terms | {"generator_loss": step.loss})
+        self.opt_generator.zero_grad(set_to_none=True)
+        step.loss.backward()
+        self.opt_generator.step()
+        terms = step.terms
+        if self.dist is not None:
+            means = distributed.mean_over_ranks(torch.stack([t.detach() for t in terms.values()]))
+            terms = dict(zip(terms, means, strict=True))
+        return {key: float(value.detach()) for key, value in terms.items()}
 
     def _guard(self, terms: dict[str, Tensor]) -> None:
         values = torch.stack([t.detach().float() for t in terms.values()])
@@ -624,7 +677,11 @@ class Trainer:
         modes = (self.encoder.training, self.generator.training)
         self.encoder.eval()
         self.generator.eval()
+        data = self.model.data
         try:
+            if data.condition_shape is not None:
+                self._write_conditional_images(folder, tag)
+                return
             samples = self.generator(self.fixed_z)
             save_samples(samples, folder / f"samples_{tag}.png", self.model.data)
             test = test_batch(self.model.data, self.config.train.grid_size).to(self.device)
@@ -633,6 +690,39 @@ class Trainer:
         finally:
             self.encoder.train(modes[0])
             self.generator.train(modes[1])
+
+    def _write_conditional_images(self, folder: Path, tag: str) -> None:
+        """Samples: k test conditions x k fixed codes (one row per condition, so a row shows how
+        much z changes the output); reconstructions: test x beside g(e(x | c) | c). Drawn through
+        ``data.display`` (RGB for colorization)."""
+        data = self.model.data
+        grid = self.config.train.grid_size
+        k = max(1, round(grid**0.5))
+        x, condition = test_batch_conditioned(data, grid, seed=0)
+        x, condition = x.to(self.device), condition.to(self.device)
+        rows = condition[:k].repeat_interleave(k, dim=0)  # k <= grid = len(fixed_z)
+        samples = self.generator(self.fixed_z[:k].repeat(k, 1), rows)
+        save_samples(data.display(samples, rows), folder / f"samples_{tag}.png", data)
+        recon = self.generator(self.encoder(x, condition), condition)
+        save_pairs_grid(
+            data.display(x, condition),
+            data.display(recon, condition),
+            folder / f"reconstructions_{tag}.png",
+            data,
+        )
+
+
+def test_batch_conditioned(data: DataSource, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Like :func:`test_batch`, with the samples' conditions (the data must be conditional)."""
+    tensors = data.tensors("test")
+    conditions = data.conditions("test")
+    size = int(tensors[0].shape[0]) if tensors is not None else len(data.split("test"))  # type: ignore[arg-type]
+    index = torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:n]
+    if tensors is not None and conditions is not None:
+        return tensors[0][index], conditions[index]
+    split = data.split("test")
+    items = [split[int(i)] for i in index]
+    return torch.stack([item[0] for item in items]), torch.stack([item[2] for item in items])
 
 
 def test_batch(data: DataSource, n: int, seed: int = 0) -> Tensor:

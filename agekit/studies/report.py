@@ -34,6 +34,11 @@ HEADLINE: dict[str, str] = {
     "mode-coverage.modes_captured": "higher",
     "mode-coverage.high_quality_percent": "higher",
     "mode-coverage.reverse_kl": "lower",
+    "colorization.diversity": "higher",
+    "colorization.ab_recon_l1": "lower",
+    "colorization.zero_ab_l1": "reference",
+    "colorization.colourfulness": "higher",
+    "colorization.real_colourfulness": "reference",
 }
 
 
