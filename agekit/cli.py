@@ -203,26 +203,17 @@ def _conditional_model(checkpoint: str, device: str) -> Any:
 def read_rgb(path: str | Path, size: int) -> Any:
     """An image file (any PIL-readable RGB or grayscale) as (3, size, size) RGB in [0, 1],
     resized (shorter side, bilinear) and centre-cropped like ``image-folder``."""
-    import numpy as np
-    import torch
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
+
+    from agekit.datasets.local import load_square_rgb
 
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: no such image file")
     try:
-        with Image.open(path) as image:
-            rgb = image.convert("RGB")
-            width, height = rgb.size
-            scale = size / min(width, height)
-            new = (max(size, round(width * scale)), max(size, round(height * scale)))
-            rgb = rgb.resize(new, Image.Resampling.BILINEAR)
-            left, top = (new[0] - size) // 2, (new[1] - size) // 2
-            rgb = rgb.crop((left, top, left + size, top + size))
-            array = np.asarray(rgb, dtype=np.float32) / 255.0
+        return load_square_rgb(path, size).float() / 255.0
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise UsageError(f"{path}: cannot read this file as an image ({exc})") from None
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
 def _model_size(model: Any) -> int:

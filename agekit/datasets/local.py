@@ -398,15 +398,19 @@ class ImageFolder(_FileSource):
         return out
 
     def _load_image(self, path: Path) -> Tensor:
-        from PIL import Image
-        from torchvision.transforms.v2 import InterpolationMode
-        from torchvision.transforms.v2 import functional as TF
+        return to_signed_unit(load_square_rgb(path, self.image_size), 255.0)
 
-        size = self.image_size
-        with Image.open(path) as image:
-            # torchvision's Resize(size) (shorter side) then CenterCrop(size), on the PIL image
-            rgb = TF.resize(image.convert("RGB"), size, InterpolationMode.BILINEAR)
-        return to_signed_unit(TF.pil_to_tensor(TF.center_crop(rgb, [size, size])), 255.0)
+
+def load_square_rgb(path: Path, size: int) -> Tensor:
+    """An image file as uint8 RGB (3, size, size): torchvision's Resize(size) (shorter side,
+    bilinear) then CenterCrop(size), on the PIL image. Grayscale files are repeated to RGB."""
+    from PIL import Image
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    with Image.open(path) as image:
+        rgb = TF.resize(image.convert("RGB"), size, InterpolationMode.BILINEAR)
+    return TF.pil_to_tensor(TF.center_crop(rgb, [size, size]))
 
 
 def _scan(folder: Path) -> dict[str | None, list[Path]]:
