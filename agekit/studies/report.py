@@ -201,14 +201,18 @@ def _print_table(summary: dict[str, Any]) -> None:
     keys = [k for k in _ordered_metrics(summary) if k in HEADLINE]
     for setting in sorted({e["setting"] for e in summary["cells"].values()}):
         table = Table(title=f"{summary['study']}: {setting} (mean [95% CI] over seeds)")
-        table.add_column("cell")
+        table.add_column("cell", no_wrap=True)
         cells = {c: e for c, e in summary["cells"].items() if e["setting"] == setting}
         shown = [k for k in keys if any(k in e["metrics"] for e in cells.values())]
         for key in shown:
             table.add_column(key.split(".", 1)[1])
         for cell, entry in cells.items():
             table.add_row(
-                cell.removeprefix(setting + "__"),
+                # axis values only ("gaussian-kl", not "divergence=gaussian-kl"): the terminal is
+                # narrow, and the keys are in the report's column headers
+                ", ".join(
+                    p.split("=", 1)[-1] for p in cell.removeprefix(setting + "__").split("__")
+                ),
                 *[_ci_text(entry["metrics"][k]) if k in entry["metrics"] else "-" for k in shown],
             )
         console.print(table)
