@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -291,10 +291,6 @@ def validate_options(factory: Callable[..., Any], options: dict[str, Any], label
         )
         raise ComponentOptionsError(f"{label}: invalid options: {problems}") from None
     return {key: getattr(parsed, key) for key in options}
-
-
-def option_names(factory: Callable[..., Any]) -> Iterable[str]:
-    return _option_fields(factory).keys()
 
 
 REGISTRY = Registry()

@@ -11,7 +11,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -716,8 +716,7 @@ def test_batch_conditioned(data: DataSource, n: int, seed: int = 0) -> tuple[Ten
     """Like :func:`test_batch`, with the samples' conditions (the data must be conditional)."""
     tensors = data.tensors("test")
     conditions = data.conditions("test")
-    size = int(tensors[0].shape[0]) if tensors is not None else len(data.split("test"))  # type: ignore[arg-type]
-    index = torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:n]
+    index = _test_index(data, tensors, n, seed)
     if tensors is not None and conditions is not None:
         return tensors[0][index], conditions[index]
     split = data.split("test")
@@ -729,12 +728,19 @@ def test_batch(data: DataSource, n: int, seed: int = 0) -> Tensor:
     """``n`` test samples drawn with a fixed seed: the same images in every grid of a run, and
     a mix of classes (splits may be stored class by class)."""
     tensors = data.tensors("test")
-    size = int(tensors[0].shape[0]) if tensors is not None else len(data.split("test"))  # type: ignore[arg-type]
-    index = torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:n]
+    index = _test_index(data, tensors, n, seed)
     if tensors is not None:
         return tensors[0][index]
     split = data.split("test")
     return torch.stack([split[int(i)][0] for i in index])
+
+
+def _test_index(
+    data: DataSource, tensors: tuple[Tensor, Tensor] | None, n: int, seed: int
+) -> Tensor:
+    """The first ``n`` positions of a seeded permutation of the test split."""
+    size = int(tensors[0].shape[0]) if tensors is not None else len(data.split("test"))  # type: ignore[arg-type]
+    return torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:n]
 
 
 def _as_python_random_state(state: Any) -> tuple[Any, ...]:
@@ -794,6 +800,3 @@ def load_trained(path: str | Path, device: str = "auto") -> tuple[Model, dict[st
     model.pair.encoder.load_state_dict(state["encoder"])
     model.pair.generator.load_state_dict(state["generator"])
     return model, state
-
-
-Hook = Callable[[str, Trainer, dict[str, Any]], None]

@@ -172,26 +172,11 @@ def _run_parallel(
 
 
 def _short_summary(record: dict[str, Any]) -> str:
-    parts = []
-    for metric, values in record["metrics"].items():
-        for key, value in values.items():
-            if isinstance(value, float) and key in _HEADLINE:
-                parts.append(f"{key} {value:.4g}")
-        del metric
+    from agekit.studies.report import HEADLINE, flatten
+
+    values = flatten(record)
+    parts = [f"{key.split('.', 1)[1]} {values[key]:.4g}" for key in HEADLINE if key in values]
     return f"{record['run_id']}: " + ", ".join(parts)
-
-
-_HEADLINE = {
-    "recon_l1",
-    "mean_image_l1",
-    "fd_classifier",
-    "precision",
-    "recall",
-    "coverage",
-    "modes_captured",
-    "high_quality_percent",
-    "reverse_kl",
-}
 
 
 def main_run(args: Any) -> int:
