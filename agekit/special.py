@@ -29,6 +29,8 @@ __all__ = ["log_cap_fraction", "log_cap_fraction_numpy"]
 # (a = 255.5, s = 0.1 already gives 1e-257), so there we evaluate log I_s from the hypergeometric
 # series, whose terms shrink at least geometrically with ratio s <= 1/2.
 _SERIES_BELOW = 0.5
+# Within this t = cos^2(theta) of the equator, I_s is computed from t rather than s = 1 - t.
+_EQUATOR_T = 1e-4
 
 
 def log_cap_fraction_numpy(chordal_distance: np.ndarray, dim: int) -> np.ndarray:
@@ -67,15 +69,25 @@ def log_cap_fraction_numpy(chordal_distance: np.ndarray, dim: int) -> np.ndarray
                 beyond[small], np.log1p(-0.5 * np.exp(log_i)), log_i - math.log(2.0)
             )
         big = ~small
-        if big.any():
-            # I_s(a, b) = 1 - I_t(b, a): inside the hemisphere F = I_s / 2 taken as the complement
-            # betaincc(b, a, t) (accurate even where I_s ~ 2^-a is tiny), beyond it
-            # F = (1 + I_t(b, a)) / 2. For s > 1/2, I_s >= 2^-a: no underflow for M up to ~2000.
-            tb = t[big]
-            log_f[big] = np.where(
-                beyond[big],
-                np.log1p(sps.betainc(b, a, tb)),
-                np.log(sps.betaincc(b, a, tb)),
+        # For s > 1/2, I_s >= 2^-a: no underflow for M up to ~2000. Away from the equator
+        # I_s(a, 1/2) comes straight from betainc (about 25x faster than the complement form
+        # below); s = 1 - t there, with t > _EQUATOR_T, costs at most ~1e-14 in I.
+        direct = big & (t > _EQUATOR_T)
+        if direct.any():
+            i_s = sps.betainc(a, b, s[direct])
+            log_f[direct] = np.where(
+                beyond[direct], np.log1p(-0.5 * i_s), np.log(i_s) - math.log(2.0)
+            )
+        equator = big & ~direct
+        if equator.any():
+            # Near c = sqrt(2), where I_s ~ 1 - O(sqrt(t)) depends on t's digits: take
+            # I_s = 1 - I_t(b, a) from t itself. Inside the hemisphere F = betaincc(b, a, t) / 2,
+            # beyond it F = (1 + I_t(b, a)) / 2.
+            te = t[equator]
+            log_f[equator] = np.where(
+                beyond[equator],
+                np.log1p(sps.betainc(b, a, te)),
+                np.log(sps.betaincc(b, a, te)),
             ) - math.log(2.0)
     log_f = np.where(c == 0.0, -np.inf, log_f)
     return np.where(c == 2.0, 0.0, log_f)

@@ -134,6 +134,20 @@ def test_knn_distances_match_sklearn(chunk_size: int | None) -> None:
         np.testing.assert_allclose(got, ref_knn(x.numpy(), k), rtol=1e-12)
 
 
+def test_knn_search_survives_codes_bunched_far_from_the_origin() -> None:
+    # A collapsing encoder: float32 codes within 1e-4 of one unit vector. Uncentred, the ranking
+    # key ||y||^2 - 2 x.y is ~-1 with neighbour gaps ~1e-8, below float32's resolution (6e-8),
+    # so the k-th neighbour would be picked at random; centred, the gaps are resolved. The
+    # float64 reference sees the same float32 points.
+    centre = torch.zeros(16)
+    centre[0] = 1.0
+    x = centre + 1e-4 * torch.randn(400, 16, generator=gen(11))
+    got = kth_neighbour_sq_distances(x, 3).sqrt().double().numpy()
+    expected = ref_knn(x.double().numpy(), 3)
+    # float32 differences of ~1e-4 carry ~1e-3 relative rounding (eps 6e-8 on values ~1).
+    np.testing.assert_allclose(got, expected, rtol=5e-3)
+
+
 @pytest.mark.parametrize("dim", [3, 16, 64])
 def test_kl_sphere_matches_reference(dim: int) -> None:
     prior = SpherePrior(dim)
