@@ -33,7 +33,6 @@ import json
 import math
 import tempfile
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ from torch.nn import functional as F
 
 import agekit
 from agekit.components import DataSource, EvaluationContext, Prior
-from agekit.config import parse_config
+from agekit.config import ExperimentConfig, load_config
 from agekit.evaluation import default_cache_dir
 from agekit.trainer import BatchStream, Trainer
 
@@ -128,9 +127,7 @@ def train_aae(data: DataSource, stream: BatchStream, args: argparse.Namespace) -
     while time.perf_counter() < deadline:
         x = next_batch(stream)
         codes = encoder(x)
-        fooled = F.binary_cross_entropy_with_logits(
-            critic(codes), torch.ones(x.shape[0], 1)
-        )
+        fooled = F.binary_cross_entropy_with_logits(critic(codes), torch.ones(x.shape[0], 1))
         loss = sum_squared_error(x, generator(codes)) + fooled
         autoencoder.zero_grad(set_to_none=True)
         loss.backward()
@@ -146,12 +143,14 @@ def train_aae(data: DataSource, stream: BatchStream, args: argparse.Namespace) -
     return {"encoder": encoder, "generator": generator, "prior": prior, "steps": steps}
 
 
-def train_age(raw: dict[str, Any], args: argparse.Namespace, folder: str) -> dict[str, Any]:
-    raw["train"].update(
-        {"max_minutes": args.minutes, "steps": 10**9, "device": "cpu", "seed": args.seed}
-    )
-    raw["train"]["checkpoint_every"] = raw["train"]["image_every"] = 10**9
-    trainer = Trainer(parse_config(raw, str(CONFIG)), folder)
+def train_age(config: ExperimentConfig, args: argparse.Namespace, folder: str) -> dict[str, Any]:
+    config = config.model_copy(deep=True)
+    config.train.max_minutes = args.minutes
+    config.train.steps = 10**9
+    config.train.device = "cpu"
+    config.train.seed = args.seed
+    config.train.checkpoint_every = config.train.image_every = 10**9
+    trainer = Trainer(config, folder)
     trainer.fit()
     model = trainer.model
     return {
@@ -192,12 +191,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    raw = tomllib.loads(CONFIG.read_text())
-    args.dim = raw["prior"]["dim"]
-    args.width = raw["backbone"]["options"]["width"]
-    args.lr = raw.get("optim", {}).get("lr", 2e-4)
-    batch = raw["data"]["batch_size"]
-    data = agekit.create("dataset", raw["data"]["name"], **raw["data"].get("options", {}))
+    config = load_config(CONFIG)
+    args.dim = config.prior.dim
+    args.width = config.backbone.options["width"]
+    args.lr = config.optim.lr
+    batch = config.data.batch_size
+    data = agekit.create("dataset", config.data.name, **config.data.options)
     print(
         f"mnist5k, dcgan width {args.width}, M = {args.dim}, batch {batch}, "
         f"{args.minutes:g} min per model, torch {torch.__version__}, "
@@ -209,7 +208,7 @@ def main() -> None:
         started = time.perf_counter()
         if name == "AGE":
             with tempfile.TemporaryDirectory() as folder:
-                trained = train_age(json.loads(json.dumps(raw)), args, folder)
+                trained = train_age(config, args, folder)
         else:
             stream = BatchStream(data, batch, torch.device("cpu"), seed=args.seed)
             trainer = train_vae if name == "VAE" else train_aae
