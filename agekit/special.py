@@ -25,10 +25,10 @@ from torch import Tensor
 
 __all__ = ["log_cap_fraction", "log_cap_fraction_numpy"]
 
-# Below this s the regularized incomplete beta I_s(a, 1/2) ~ s^a underflows float64 for large a
-# (a = 255.5, s = 0.1 already gives 1e-257), so there we evaluate log I_s from the hypergeometric
-# series, whose terms shrink at least geometrically with ratio s <= 1/2.
-_SERIES_BELOW = 0.5
+# Where a log s is below this, I_s(a, 1/2) ~ s^a is within a few hundred orders of float64's
+# underflow (a = 255.5, s = 0.1 already gives 1e-257), so log I_s comes from the hypergeometric
+# series instead of scipy's betainc.
+_UNDERFLOW_LOG = -600.0
 # Within this t = cos^2(theta) of the equator, I_s is computed from t rather than s = 1 - t.
 _EQUATOR_T = 1e-4
 
@@ -47,48 +47,31 @@ def log_cap_fraction_numpy(chordal_distance: np.ndarray, dim: int) -> np.ndarray
     # accurate where it is small: near c = 0 and c = 2 (s -> 0), and near the equator c = sqrt(2)
     # (t -> 0), where I_s(a, 1/2) ~ 1 - O(sqrt(t)) would otherwise lose half its digits.
     t = (1.0 - c * c / 2.0) ** 2
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
         log_s = 2.0 * np.log(c) + np.log(2.0 - c) + np.log(2.0 + c) - math.log(4.0)
         s = np.exp(log_s)
-        beyond = c > math.sqrt(2.0)
-        log_f = np.empty_like(c)
-        small = s <= _SERIES_BELOW
-        if small.any():
-            ls, ss = log_s[small], s[small]
-            # log I_s(a, b) from I_s = s^a (1 - s)^b / (a B(a, b)) 2F1(a + b, 1; a + 1; s)
-            # (DLMF 8.17.8): no underflow however small s^a is.
-            log_i = (
+        # The common case in one vectorised call: kNN distances rarely come near the exceptions.
+        log_i = np.log(sps.betainc(a, b, s))
+        tiny = a * log_s < _UNDERFLOW_LOG
+        if tiny.any():
+            # log I_s from I_s = s^a (1 - s)^b / (a B(a, b)) 2F1(a + b, 1; a + 1; s) (DLMF 8.17.8):
+            # no underflow however small s^a is; the terms shrink geometrically with ratio s.
+            ls, ss = log_s[tiny], s[tiny]
+            log_i[tiny] = (
                 a * ls
                 + b * np.log1p(-ss)
                 - math.log(a)
                 - sps.betaln(a, b)
                 + np.log(sps.hyp2f1(a + b, 1.0, a + 1.0, ss))
             )
-            # F = I/2 inside the hemisphere, 1 - I/2 beyond it (a small s there means c near 2).
-            log_f[small] = np.where(
-                beyond[small], np.log1p(-0.5 * np.exp(log_i)), log_i - math.log(2.0)
-            )
-        big = ~small
-        # For s > 1/2, I_s >= 2^-a: no underflow for M up to ~2000. Away from the equator
-        # I_s(a, 1/2) comes straight from betainc (about 25x faster than the complement form
-        # below); s = 1 - t there, with t > _EQUATOR_T, costs at most ~1e-14 in I.
-        direct = big & (t > _EQUATOR_T)
-        if direct.any():
-            i_s = sps.betainc(a, b, s[direct])
-            log_f[direct] = np.where(
-                beyond[direct], np.log1p(-0.5 * i_s), np.log(i_s) - math.log(2.0)
-            )
-        equator = big & ~direct
+        equator = t <= _EQUATOR_T
         if equator.any():
-            # Near c = sqrt(2), where I_s ~ 1 - O(sqrt(t)) depends on t's digits: take
-            # I_s = 1 - I_t(b, a) from t itself. Inside the hemisphere F = betaincc(b, a, t) / 2,
-            # beyond it F = (1 + I_t(b, a)) / 2.
-            te = t[equator]
-            log_f[equator] = np.where(
-                beyond[equator],
-                np.log1p(sps.betainc(b, a, te)),
-                np.log(sps.betaincc(b, a, te)),
-            ) - math.log(2.0)
+            # I_s = 1 - I_t(b, a), from t's own digits.
+            log_i[equator] = np.log(sps.betaincc(b, a, t[equator]))
+        # F = I_s / 2 inside the hemisphere, 1 - I_s / 2 beyond it.
+        log_f = np.where(
+            c > math.sqrt(2.0), np.log1p(-0.5 * np.exp(log_i)), log_i - math.log(2.0)
+        )
     log_f = np.where(c == 0.0, -np.inf, log_f)
     return np.where(c == 2.0, 0.0, log_f)
 
