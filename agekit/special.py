@@ -69,9 +69,7 @@ def log_cap_fraction_numpy(chordal_distance: np.ndarray, dim: int) -> np.ndarray
             # I_s = 1 - I_t(b, a), from t's own digits.
             log_i[equator] = np.log(sps.betaincc(b, a, t[equator]))
         # F = I_s / 2 inside the hemisphere, 1 - I_s / 2 beyond it.
-        log_f = np.where(
-            c > math.sqrt(2.0), np.log1p(-0.5 * np.exp(log_i)), log_i - math.log(2.0)
-        )
+        log_f = np.where(c > math.sqrt(2.0), np.log1p(-0.5 * np.exp(log_i)), log_i - math.log(2.0))
     log_f = np.where(c == 0.0, -np.inf, log_f)
     return np.where(c == 2.0, 0.0, log_f)
 
