@@ -86,8 +86,9 @@ def next_batch(stream: BatchStream) -> Tensor:
     return stream.next().contiguous(memory_format=torch.channels_last)
 
 
-def adam(module: nn.Module, lr: float) -> torch.optim.Adam:
-    return torch.optim.Adam(module.parameters(), lr=lr, betas=(0.5, 0.999))
+def adam(modules: list[nn.Module], lr: float) -> torch.optim.Adam:
+    """Adam with the betas AGE trains with here (the config default, (0.5, 0.999))."""
+    return torch.optim.Adam([q for m in modules for q in m.parameters()], lr=lr, betas=(0.5, 0.999))
 
 
 def sum_squared_error(x: Tensor, recon: Tensor) -> Tensor:
@@ -97,9 +98,7 @@ def sum_squared_error(x: Tensor, recon: Tensor) -> Tensor:
 def train_vae(data: DataSource, stream: BatchStream, args: argparse.Namespace) -> dict[str, Any]:
     trunk, generator, prior = build_pair(data, args.dim, 2 * args.dim, args.width)
     encoder = VAEEncoder(trunk, args.dim)
-    optimiser = torch.optim.Adam(
-        [*encoder.parameters(), *generator.parameters()], lr=args.lr, betas=(0.5, 0.999)
-    )
+    optimiser = adam([encoder, generator], args.lr)
     deadline, steps = time.perf_counter() + 60 * args.minutes, 0
     while time.perf_counter() < deadline:
         x = next_batch(stream)
@@ -119,10 +118,8 @@ def train_aae(data: DataSource, stream: BatchStream, args: argparse.Namespace) -
     critic = nn.Sequential(
         nn.Linear(args.dim, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 1)
     )
-    autoencoder = torch.optim.Adam(
-        [*encoder.parameters(), *generator.parameters()], lr=args.lr, betas=(0.5, 0.999)
-    )
-    critic_optimiser = adam(critic, args.lr)
+    autoencoder = adam([encoder, generator], args.lr)
+    critic_optimiser = adam([critic], args.lr)
     deadline, steps = time.perf_counter() + 60 * args.minutes, 0
     while time.perf_counter() < deadline:
         x = next_batch(stream)

@@ -87,7 +87,24 @@ def _display(x: Tensor, condition: Tensor | None) -> Tensor:
     return network_to_rgb(x.float(), condition.float()) * 2.0 - 1.0
 
 
-class ColourCrops(DataSource):
+class _LabSource(DataSource):
+    """Colorization data: x is ab / 110 (2 channels), the condition L / 50 - 1 (1 channel)."""
+
+    image_size: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (2, self.image_size, self.image_size)
+
+    @property
+    def condition_shape(self) -> tuple[int, ...]:
+        return (1, self.image_size, self.image_size)
+
+    def display(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
+        return _display(x, condition)
+
+
+class ColourCrops(_LabSource):
     """Random ``image_size`` crops of the embedded colour photographs, as (ab, L).
 
     Each photograph is first resized (bilinear) so that its shorter side is ``source_size``
@@ -137,14 +154,6 @@ class ColourCrops(DataSource):
         self.train_photos = [p for i, p in enumerate(self.photos) if i not in held]
         self._splits: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (2, self.image_size, self.image_size)
-
-    @property
-    def condition_shape(self) -> tuple[int, ...]:
-        return (1, self.image_size, self.image_size)
-
     def _build(self, name: SplitName) -> tuple[Tensor, Tensor, Tensor]:
         size = self.image_size
         photos = self.test_photos if self.holdout == "images" and name == "test" else None
@@ -193,9 +202,6 @@ class ColourCrops(DataSource):
     def split(self, name: SplitName) -> Dataset[Any]:
         return torch.utils.data.TensorDataset(*self._split(name))
 
-    def display(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
-        return _display(x, condition)
-
     def __repr__(self) -> str:
         return (
             f"ColourCrops(image_size={self.image_size}, source_size={self.source_size}, "
@@ -220,7 +226,7 @@ class _LabItems(Dataset[tuple[Tensor, int, Tensor]]):
         return x.float(), label, condition.float()
 
 
-class LabFolder(DataSource):
+class LabFolder(_LabSource):
     """``image-folder`` (same options, layouts and split) for colorization: items (ab, label, L).
 
     Read from files on access (no :meth:`tensors`); e.g. Stanford Cars resized to 64 px.
@@ -234,19 +240,8 @@ class LabFolder(DataSource):
         self.folder = ImageFolder(root, image_size, seed, test_fraction)
         self.image_size = self.folder.image_size
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (2, self.image_size, self.image_size)
-
-    @property
-    def condition_shape(self) -> tuple[int, ...]:
-        return (1, self.image_size, self.image_size)
-
     def split(self, name: SplitName) -> Dataset[Any]:
         return _LabItems(self.folder.split(name))
-
-    def display(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
-        return _display(x, condition)
 
     def __repr__(self) -> str:
         return f"LabFolder({self.folder!r})"
