@@ -15,9 +15,14 @@ from sklearn.neighbors import NearestNeighbors
 import agekit
 from agekit.components import ComponentInputError, Prior, log_sphere_area
 from agekit.divergences import GaussianKL, KozachenkoLeonenko, ReferenceCodeGaussianKL
-from agekit.divergences.kozachenko_leonenko import kth_neighbour_sq_distances
+from agekit.divergences.kozachenko_leonenko import (
+    _column_group_size,
+    _kth_smallest_column,
+    kth_neighbour_sq_distances,
+)
 from agekit.priors import GaussianPrior, SpherePrior
 from agekit.registry import ComponentOptionsError
+from agekit.special import log_cap_fraction
 
 
 @pytest.fixture(autouse=True)
@@ -146,6 +151,70 @@ def test_knn_search_survives_codes_bunched_far_from_the_origin() -> None:
     expected = ref_knn(x.double().numpy(), 3)
     # float32 differences of ~1e-4 carry ~1e-3 relative rounding (eps 6e-8 on values ~1).
     np.testing.assert_allclose(got, expected, rtol=5e-3)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_grouped_search_of_long_rows_matches_sklearn(k: int) -> None:
+    # B = 2304 = 48^2 is long enough for the grouped top-k (rows of 2,048+ columns), and blocks
+    # of 455 rows leave a partial last block.
+    x = torch.randn(2304, 4, generator=gen(21), dtype=torch.float64)
+    got = kth_neighbour_sq_distances(x, k).sqrt().numpy()
+    np.testing.assert_allclose(got, ref_knn(x.numpy(), k), rtol=1e-12)
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 7])
+def test_grouped_kth_smallest_keeps_topk_value_under_ties(k: int) -> None:
+    # Small integers: every row is full of ties, inside and across groups, the worst case for
+    # choosing groups by their minima. The value must be top-k's (the column may be another
+    # holding the same value).
+    block = torch.randint(0, 6, (64, 2048), generator=gen(22)).double()
+    block[:, :40] = 9.0  # and a row start of large values, so the minima are not all in group 0
+    group = _column_group_size(2048, k)
+    assert group is not None and 2048 % group == 0
+    got = block.gather(1, _kth_smallest_column(block, k, group).unsqueeze(1)).squeeze(1)
+    expected = torch.topk(block, k, dim=1, largest=False).values[:, k - 1]
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def _autograd_reference_kl(codes: torch.Tensor, prior: Prior, k: int) -> torch.Tensor:
+    """The sphere or Euclidean estimate from plain differentiable torch operations."""
+    n, dim = codes.shape
+    sq = kth_neighbour_sq_distances(codes, k, floor=1e-12)
+    digamma_gap = float(sps.digamma(k) - sps.digamma(n))
+    if prior.support == "sphere":
+        return digamma_gap - log_cap_fraction(sq.sqrt(), dim).mean()
+    log_unit_ball = (dim / 2) * math.log(math.pi) - math.lgamma(dim / 2 + 1)
+    entropy = -digamma_gap + log_unit_ball + (dim / 2) * torch.log(sq).mean()
+    cross_entropy = 0.5 * (codes**2).sum(dim=1).mean() + 0.5 * dim * math.log(2 * math.pi)
+    return cross_entropy - entropy
+
+
+@pytest.mark.parametrize("prior", [SpherePrior(16), GaussianPrior(5)], ids=repr)
+def test_kl_written_out_gradient_matches_autograd(prior: Prior) -> None:
+    # The estimator's gradient is written out (one autograd node); the reference lets autograd
+    # differentiate gather, sum, clamp, sqrt and log F itself. Same float64 arithmetic up to
+    # summation order: 1e-10 relative.
+    codes = prior.sample(200, gen(23), dtype=torch.float64)
+    # A near-duplicate pair (squared distance ~1e-16, below the 1e-12 floor): the floor acts, and
+    # that pair passes no gradient.
+    codes[7] = prior.project((codes[3] + 1e-8).unsqueeze(0))[0]
+    for k in (1, 3):
+        leaf = codes.clone().requires_grad_(True)
+        value = KozachenkoLeonenko(k=k, per_dimension=False)(leaf, prior)
+        (grad,) = torch.autograd.grad(value, leaf)
+        reference_leaf = codes.clone().requires_grad_(True)
+        reference = _autograd_reference_kl(reference_leaf, prior, k)
+        (reference_grad,) = torch.autograd.grad(reference, reference_leaf)
+        torch.testing.assert_close(value, reference, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(grad, reference_grad, rtol=1e-10, atol=1e-12)
+
+
+def test_kl_euclidean_gradcheck() -> None:
+    # Finite differences of 1e-6 do not change which neighbour each code has (random codes are
+    # ~0.3 apart), so the estimate is smooth there and gradcheck applies.
+    prior = GaussianPrior(3)
+    codes = prior.sample(40, gen(24), dtype=torch.float64).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda c: KozachenkoLeonenko(k=2)(c, prior), (codes,))
 
 
 @pytest.mark.parametrize("dim", [3, 16, 64])
