@@ -11,6 +11,8 @@
 
 Prints a table and writes every number, with the device and versions, to the JSON file. Not run
 by ``nox -s bench`` (it needs a GPU); it exits with a message when CUDA is not available.
+``--device cpu`` runs the same code paths on the CPU (fp32 only: the trainer refuses bf16 there) so
+that a test can keep the script working where no GPU is; its numbers are not GPU numbers.
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ DIV_BATCHES = (64, 256, 1024, 4096, 8192)
 DIV_DIMS = (16, 64, 128)
 
 
-def _sync() -> None:
-    torch.cuda.synchronize()
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
 
 
 def train_rate(
-    size: int, batch: int, precision: str, compile_: bool, steps: int, width: int
+    size: int, batch: int, precision: str, compile_: bool, steps: int, width: int, device: str
 ) -> float:
     from agekit.config import parse_config
     from agekit.trainer import Trainer
@@ -47,38 +50,38 @@ def train_rate(
         "data": {"name": "mnist5k", "batch_size": batch, "options": {"image_size": size}},
         "prior": {"name": "sphere", "dim": 64},
         "backbone": {"name": "dcgan", "options": {"width": width}},
-        "train": {"steps": steps, "device": "cuda", "precision": precision, "compile": compile_},
+        "train": {"steps": steps, "device": device, "precision": precision, "compile": compile_},
     }
     with tempfile.TemporaryDirectory() as folder:
         trainer = Trainer(parse_config(raw), folder)
         # Warm-up: compilation (several graphs: encoder and generator, both roles) and autotuning.
         for _ in range(3 if compile_ else 1):
             trainer.train_step()
-        _sync()
+        _sync(device)
         start = time.perf_counter()
         for _ in range(steps):
             trainer.train_step()
-        _sync()
+        _sync(device)
         return steps * batch / (time.perf_counter() - start)
 
 
-def divergence_ms(name: str, batch: int, dim: int, repeats: int) -> float:
+def divergence_ms(name: str, batch: int, dim: int, repeats: int, device: str) -> float:
     import agekit
 
     prior = agekit.create("prior", "sphere", dim=dim)
     divergence = agekit.create("divergence", name)
-    codes = prior.sample(batch, torch.Generator().manual_seed(batch + dim)).cuda()
+    codes = prior.sample(batch, torch.Generator().manual_seed(batch + dim)).to(device)
 
     def run() -> None:
         leaf = codes.detach().requires_grad_(True)
         divergence(leaf, prior).backward()
 
     run()
-    _sync()
+    _sync(device)
     start = time.perf_counter()
     for _ in range(repeats):
         run()
-    _sync()
+    _sync(device)
     return (time.perf_counter() - start) / repeats * 1e3
 
 
@@ -89,8 +92,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=64, help="dcgan width (the paper's: 64)")
     parser.add_argument("--repeats", type=int, default=20, help="divergence calls timed")
     parser.add_argument("--quick", action="store_true", help="batch 64 only, no compile")
+    parser.add_argument(
+        "--device",
+        choices=("cuda", "cpu"),
+        default="cuda",
+        help="cpu: exercise the script without a GPU (fp32 only; not GPU numbers)",
+    )
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
+    device = args.device
+    if device == "cuda" and not torch.cuda.is_available():
         print(
             "benchmarks/gpu.py needs a CUDA device and torch.cuda.is_available() is False on this "
             "machine; nothing was measured (the CPU benchmarks are the other benchmarks/*.py).",
@@ -98,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
 
-    device_name = torch.cuda.get_device_name()
+    device_name = (
+        torch.cuda.get_device_name() if device == "cuda" else f"CPU ({platform.machine()})"
+    )
     print(f"{device_name}, torch {torch.__version__}, CUDA {torch.version.cuda}")
     results: dict[str, Any] = {
         "device": device_name,
@@ -118,9 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     for size in SIZES:
         for batch in batches:
             reference: float | None = None
-            for precision in ("fp32", "bf16"):
+            for precision in ("fp32", "bf16") if device == "cuda" else ("fp32",):
                 for compile_ in compiles:
-                    rate = train_rate(size, batch, precision, compile_, args.steps, args.width)
+                    rate = train_rate(
+                        size, batch, precision, compile_, args.steps, args.width, device
+                    )
                     reference = reference or rate
                     results["train"].append(
                         {
@@ -142,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * len(header))
     for dim in DIV_DIMS:
         for batch in DIV_BATCHES:
-            gauss = divergence_ms("gaussian-kl", batch, dim, args.repeats)
-            knn = divergence_ms("kozachenko-leonenko", batch, dim, args.repeats)
+            gauss = divergence_ms("gaussian-kl", batch, dim, args.repeats, device)
+            knn = divergence_ms("kozachenko-leonenko", batch, dim, args.repeats, device)
             results["divergences"].append(
                 {"batch": batch, "dim": dim, "gaussian_kl_ms": gauss, "kozachenko_leonenko_ms": knn}
             )
