@@ -229,6 +229,22 @@ def test_mlp_gaussian_and_linear_output() -> None:
     assert pair.generator(torch.randn(64, 5) * 100).abs().max() > 1
 
 
+def test_mlp_output_bound() -> None:
+    torch.manual_seed(0)
+    unbounded = MLP(hidden=16, depth=2).build((2,), 3, SpherePrior(3))
+    bounded = MLP(hidden=16, depth=2, output_bound=1.5).build((2,), 3, SpherePrior(3))
+    bounded.generator.load_state_dict(unbounded.generator.state_dict())
+    z = torch.randn(256, 3, dtype=torch.float64) * 1000
+    raw = unbounded.generator.double()(z)
+    out = bounded.generator.double()(z)
+    assert raw.abs().max() > 10  # far outside the bound without it
+    assert out.abs().max() <= 1.5  # tanh saturates to exactly 1 in float64 far out
+    # b tanh(out / b): the identity to first order near 0, saturating at +-b.
+    torch.testing.assert_close(out, 1.5 * torch.tanh(raw / 1.5), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ComponentOptionsError, match="output_bound"):
+        agekit.create("backbone", "mlp", output_bound=0.0)
+
+
 def test_mlp_condition() -> None:
     pair = MLP(hidden=16, depth=1).build((2,), 3, SpherePrior(3), condition_shape=(5,))
     c = torch.randn(7, 5)

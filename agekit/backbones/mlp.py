@@ -13,6 +13,7 @@ input; without it they refuse a condition rather than ignoring it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -97,16 +98,25 @@ class MLPEncoder(Encoder):
 
 class MLPGenerator(Generator):
     def __init__(
-        self, latent_dim: int, data_dim: int, condition_dim: int, net: nn.Sequential
+        self,
+        latent_dim: int,
+        data_dim: int,
+        condition_dim: int,
+        net: nn.Sequential,
+        output_bound: float | None = None,
     ) -> None:
         super().__init__()
         self.latent_dim = latent_dim
         self.data_dim = data_dim
         self.condition_dim = condition_dim
         self.net = net
+        self.output_bound = output_bound
 
     def forward(self, z: Tensor, condition: Tensor | None = None) -> Tensor:
-        return self.net(_join(self, "codes", z, self.latent_dim, condition, self.condition_dim))
+        out = self.net(_join(self, "codes", z, self.latent_dim, condition, self.condition_dim))
+        if self.output_bound is None:
+            return out
+        return self.output_bound * torch.tanh(out / self.output_bound)
 
 
 class MLP(Backbone):
@@ -117,6 +127,13 @@ class MLP(Backbone):
         depth: number of hidden layers (0 gives a linear map).
         activation: "relu", "leaky_relu" (slope 0.2) or "elu".
         batch_norm: BatchNorm1d after each hidden linear layer.
+        output_bound: the generator's output is b * tanh(out / b), inside (-b, b) per coordinate,
+            as the image backbones' tanh keeps images inside [-1, 1]; None leaves it linear. Set it
+            a little above the data's range. Without it the generator can place its samples far
+            outside the data, where the encoder (piecewise linear, so direction-driven far away)
+            spreads them over the sphere and the latent term is easily met: measured on ring8
+            (configs/ring8.toml, 4,000 iterations), 0/8 modes in 2 of 2 seeds without a bound,
+            8/8 in 2 of 2 with b = 1.5.
     """
 
     def __init__(
@@ -125,6 +142,7 @@ class MLP(Backbone):
         depth: int = 3,
         activation: Activation = "relu",
         batch_norm: bool = False,
+        output_bound: float | None = None,
     ) -> None:
         if hidden < 1:
             raise ValueError(f"hidden must be a positive integer, got {hidden}")
@@ -135,6 +153,9 @@ class MLP(Backbone):
         self.depth = depth
         self.activation: Activation = activation
         self.batch_norm = batch_norm
+        if output_bound is not None and not (math.isfinite(output_bound) and output_bound > 0):
+            raise ValueError(f"output_bound must be a positive number or None, got {output_bound}")
+        self.output_bound = output_bound
 
     def build(
         self,
@@ -162,12 +183,16 @@ class MLP(Backbone):
             prior, data_dim, cdim, mlp_layers(data_dim + cdim, latent_dim, *options)
         )
         generator = MLPGenerator(
-            latent_dim, data_dim, cdim, mlp_layers(latent_dim + cdim, data_dim, *options)
+            latent_dim,
+            data_dim,
+            cdim,
+            mlp_layers(latent_dim + cdim, data_dim, *options),
+            self.output_bound,
         )
         return EncoderGenerator(encoder=encoder, generator=generator)
 
     def __repr__(self) -> str:
         return (
             f"MLP(hidden={self.hidden}, depth={self.depth}, activation={self.activation!r}, "
-            f"batch_norm={self.batch_norm})"
+            f"batch_norm={self.batch_norm}, output_bound={self.output_bound})"
         )
