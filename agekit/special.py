@@ -137,8 +137,12 @@ class _LogCapFraction(torch.autograd.Function):
         return log_f
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor, None]:
+        if torch.is_grad_enabled():
+            # create_graph=True: the slope would enter the graph as a constant, silently.
+            raise RuntimeError(
+                "log_cap_fraction's gradient cannot be differentiated again (create_graph=True)"
+            )
         (slope,) = ctx.saved_tensors
         return grad_output * slope, None
 

@@ -358,3 +358,13 @@ def test_kl_refuses_priors_it_cannot_estimate_against() -> None:
         kl(ScaledSphere(4).sample(32, gen(9)), ScaledSphere(4))
     with pytest.raises(ComponentInputError, match="Gaussian prior"):
         kl(Laplace(4).sample(32, gen(9)), Laplace(4))
+
+
+def test_kl_refuses_second_order_gradients() -> None:
+    # The written-out gradient carries no graph: with create_graph=True it would enter a gradient
+    # penalty as a constant, so the second derivative would be silently wrong.
+    prior = SpherePrior(4)
+    codes = prior.sample(32, gen(25), dtype=torch.float64).requires_grad_(True)
+    value = KozachenkoLeonenko(k=3)(codes, prior)
+    with pytest.raises(RuntimeError, match="cannot be differentiated again"):
+        torch.autograd.grad(value, codes, create_graph=True)

@@ -155,8 +155,14 @@ class _MeanNeighbourTerm(torch.autograd.Function):
         return term.mean()
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor, None, None, None]:
+        if torch.is_grad_enabled():
+            # create_graph=True: the written-out gradient would enter the graph as a constant and
+            # a second-order term (a gradient penalty) would silently lose this part.
+            raise RuntimeError(
+                "KozachenkoLeonenko's gradient is written out and cannot be differentiated again "
+                "(backward or autograd.grad with create_graph=True)"
+            )
         diff, neighbour, weight = ctx.saved_tensors
         pull = diff * (weight * grad_output).unsqueeze(1)
         return pull.index_add(0, neighbour, pull, alpha=-1.0), None, None, None
@@ -211,6 +217,10 @@ class KozachenkoLeonenko(Divergence):
     The reference measure follows ``prior.support``: the uniform distribution on the sphere, or the
     Gaussian with the prior's per-coordinate moments on R^M. A prior whose entropy shows it is not
     that distribution is refused rather than silently mis-estimated.
+
+    The gradient is written out (one autograd node), so it is exact but not itself differentiable:
+    a second-order use (``create_graph=True``, e.g. a gradient penalty through the divergence)
+    raises an error rather than silently dropping this term's second derivative.
     """
 
     guarantees: ClassVar[DivergenceGuarantees] = DivergenceGuarantees(
