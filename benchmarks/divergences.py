@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -40,19 +39,6 @@ from agekit.divergences.kozachenko_leonenko import kth_neighbour_indices
 from agekit.trainer import Trainer
 
 K = 3
-
-
-def measure(fn: Callable[[], object], budget: float = 0.3, max_repeats: int = 7) -> float:
-    """Median seconds per call after one warm-up call, repeating until ``budget`` is spent."""
-    fn()
-    times: list[float] = []
-    spent = 0.0
-    while len(times) < max_repeats and (spent < budget or len(times) < 2):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-        spent += times[-1]
-    return statistics.median(times)
 
 
 def best_of_rounds(
@@ -156,7 +142,7 @@ def share_of_step(width: int, dim: int, steps: int) -> None:
             with torch.no_grad():
                 x = trainer.stream.next()
                 codes = trainer.encoder(x)
-        alone = measure(forward_backward(name, codes, trainer.model.prior))
+        alone = best_of_rounds({name: forward_backward(name, codes, trainer.model.prior)})[name]
         share = 4 * alone / iteration
         print(f"{name:<22} {iteration * 1e3:>12.1f} {4 * alone * 1e3:>17.2f} {share:>7.1%}")
 

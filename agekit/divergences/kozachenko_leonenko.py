@@ -18,7 +18,6 @@ import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-import numpy as np
 import scipy.special as sps
 import torch
 from torch import Tensor
@@ -30,7 +29,7 @@ from agekit.components import (
     Prior,
     log_sphere_area,
 )
-from agekit.special import log_cap_fraction_and_slope_numpy
+from agekit.special import log_cap_fraction_and_slope
 
 __all__ = ["KozachenkoLeonenko", "kth_neighbour_indices", "kth_neighbour_sq_distances"]
 
@@ -176,13 +175,11 @@ def _mean_neighbour_term(
 
 
 def _sphere_term(dim: int) -> TermAndSlope:
-    # -log F(sqrt(s)) and its derivative in s, in one float64 numpy pass (see agekit.special).
+    # -log F(sqrt(s)) and its derivative in s: d/ds = (d/dc) / (2c).
     def term_and_slope(sq: Tensor) -> tuple[Tensor, Tensor]:
-        chord = np.sqrt(sq.detach().to("cpu", torch.float64).numpy())
-        log_f, dlogf_dc = log_cap_fraction_and_slope_numpy(chord, dim)
-        both = torch.from_numpy(np.stack([-log_f, -dlogf_dc / (2.0 * chord)]))
-        both = both.to(device=sq.device, dtype=sq.dtype)
-        return both[0], both[1]
+        chord = sq.sqrt()
+        log_f, dlogf_dc = log_cap_fraction_and_slope(chord, dim)
+        return -log_f, -dlogf_dc / (2.0 * chord)
 
     return term_and_slope
 
