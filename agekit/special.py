@@ -26,7 +26,6 @@ from torch import Tensor
 __all__ = [
     "log_cap_fraction",
     "log_cap_fraction_and_slope",
-    "log_cap_fraction_and_slope_numpy",
     "log_cap_fraction_numpy",
 ]
 
@@ -43,16 +42,6 @@ def log_cap_fraction_numpy(chordal_distance: np.ndarray, dim: int) -> np.ndarray
     sphere's diameter [0, 2]; c = 0 gives -inf (an empty cap).
     """
     return _log_cap_fraction_numpy(chordal_distance, dim, slope=False)[0]
-
-
-def log_cap_fraction_and_slope_numpy(
-    chordal_distance: np.ndarray, dim: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """log F(c) and d log F / dc in float64 numpy; the derivative is 0 outside [0, 2], where the
-    value clips c."""
-    log_f, dlogf_dc = _log_cap_fraction_numpy(chordal_distance, dim, slope=True)
-    assert dlogf_dc is not None
-    return log_f, dlogf_dc
 
 
 def _log_cap_fraction_numpy(
@@ -118,14 +107,21 @@ def log_cap_fraction_and_slope(chordal_distance: Tensor, dim: int) -> tuple[Tens
     """log F(c) and d log F / dc without autograd, in c's dtype and on c's device.
 
     Both come from one float64 numpy pass: a backward made of torch operations (each its own
-    kernel and autograd record) cost more than the value at kNN batch sizes.
+    kernel and autograd record) cost more than the value at kNN batch sizes. The derivative is 0
+    outside [0, 2], where the value clips c.
     """
+    log_f, dlogf_dc = _via_numpy(chordal_distance, dim, slope=True)
+    return log_f, dlogf_dc
+
+
+def _via_numpy(chordal_distance: Tensor, dim: int, *, slope: bool) -> list[Tensor]:
+    """_log_cap_fraction_numpy on a tensor: one float64 round trip, results in c's dtype/device."""
     raw = chordal_distance.detach().to("cpu", torch.float64).numpy()
-    log_f, dlogf_dc = log_cap_fraction_and_slope_numpy(raw, dim)
-    both = torch.from_numpy(np.stack([log_f, dlogf_dc])).to(
+    arrays = [a for a in _log_cap_fraction_numpy(raw, dim, slope=slope) if a is not None]
+    stacked = torch.from_numpy(np.stack(arrays)).to(
         device=chordal_distance.device, dtype=chordal_distance.dtype
     )
-    return both[0], both[1]
+    return list(stacked.unbind(0))
 
 
 class _LogCapFraction(torch.autograd.Function):
@@ -159,11 +155,6 @@ def log_cap_fraction(chordal_distance: Tensor, dim: int) -> Tensor:
     if not chordal_distance.is_floating_point():
         raise TypeError(f"chordal_distance must be floating point, got {chordal_distance.dtype}")
     if not (torch.is_grad_enabled() and chordal_distance.requires_grad):
-        values = log_cap_fraction_numpy(
-            chordal_distance.detach().to("cpu", torch.float64).numpy(), int(dim)
-        )
-        return torch.from_numpy(values).to(
-            device=chordal_distance.device, dtype=chordal_distance.dtype
-        )
+        return _via_numpy(chordal_distance, int(dim), slope=False)[0]
     log_f: Tensor = _LogCapFraction.apply(chordal_distance, int(dim))
     return log_f
