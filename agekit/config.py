@@ -95,6 +95,11 @@ class GameConfig(Strict):
     #: point, and the generator gets no signal (see docs/method.md). ``inf`` turns it off, as
     #: in the paper's bare equations.
     fake_margin: float = Field(0.5, gt=0)
+    #: Low-pass applied to g(z) before the latent term L_Z of the generator step ('none' is the
+    #: paper's game). Removes the generator's incentive to hide z in pixel-scale speckle.
+    latent_filter: Literal["none", "gaussian", "median"] = "none"
+    #: Standard deviation in pixels of the 'gaussian' latent filter.
+    latent_filter_sigma: float = Field(1.0, gt=0)
     #: Safeguard: the reference code's adaptive weight on D(e(g(z))) in the encoder step.
     adaptive_adversary: AdaptiveAdversary | None = None
 

@@ -6,11 +6,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from agekit import checkpoint as ckpt
+from agekit.batchnorm import reestimate_batchnorm
 from agekit.components import ComponentInputError, Divergence, EvaluationContext, Prior
 from agekit.config import Component
 from agekit.registry import REGISTRY, RegistryError, create
@@ -55,12 +56,27 @@ def evaluate(
     seed: int = 0,
     device: str = "auto",
     cache_dir: str | Path | None = None,
+    batchnorm: Literal["real-data", "running"] = "real-data",
 ) -> dict[str, Any]:
-    """Run ``metrics`` on the newest checkpoint of ``run_dir``; returns scores and protocols."""
+    """Run ``metrics`` on the newest checkpoint of ``run_dir``; returns scores and protocols.
+
+    ``batchnorm = "real-data"`` first re-estimates the networks' batch-norm statistics
+    (:mod:`agekit.batchnorm`: the encoder's from real training images, whereas training leaves them
+    mostly from generated ones); ``"running"`` keeps the statistics training left. Metrics that run
+    the networks in eval mode use them; the choice is recorded under ``"batchnorm"``.
+    """
     from agekit.trainer import load_trained
 
     path = ckpt.resolve(run_dir)
     model, state = load_trained(path, device)
+    if batchnorm == "real-data":
+        batchnorm_protocol = reestimate_batchnorm(
+            model.pair.encoder, model.pair.generator, model.prior, model.data, seed=seed
+        )
+    elif batchnorm == "running":
+        batchnorm_protocol = {"batchnorm": "running statistics from training"}
+    else:
+        raise ValueError(f"batchnorm must be 'real-data' or 'running', got {batchnorm!r}")
     divergences, unusable = latent_divergences(model.prior)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     context = EvaluationContext(
@@ -84,6 +100,7 @@ def evaluate(
         "step": int(state["step"]),
         "seed": seed,
         "metrics": results,
+        "batchnorm": batchnorm_protocol,
         "divergences_not_applicable": unusable,
     }
 

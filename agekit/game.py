@@ -51,6 +51,7 @@ class AGEGame:
         latent_loss: ReconstructionLoss,
         weights: GameWeights | None = None,
         gather: Callable[[Tensor], Tensor] | None = None,
+        latent_filter: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         self.encoder = encoder
         self.generator = generator
@@ -63,6 +64,9 @@ class AGEGame:
         #: a multi-process run sets a gradient-carrying all-gather here so that the divergence, a
         #: batch statistic, sees the global batch. None is the identity.
         self.gather = gather
+        #: Applied to g(z) before L_Z only (the divergence still sees g(z) as it is): with a
+        #: low-pass here the generator cannot satisfy lambda L_Z by hiding z in fine structure.
+        self.latent_filter = latent_filter
 
     def _divergence(self, codes: Tensor) -> Tensor:
         if self.gather is not None:
@@ -77,7 +81,10 @@ class AGEGame:
         fake = self.generator(z, condition)
         fake_codes = self.encoder(fake, condition)
         kl_fake = self._divergence(fake_codes)
-        latent_rec = self.latent_loss(z, fake_codes)
+        if self.latent_filter is not None:
+            latent_rec = self.latent_loss(z, self.encoder(self.latent_filter(fake), condition))
+        else:
+            latent_rec = self.latent_loss(z, fake_codes)
         loss = kl_fake + w.latent_weight * latent_rec
         terms = {"kl_fake": kl_fake, "latent_rec": latent_rec}
         if w.generator_data_weight > 0:

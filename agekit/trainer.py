@@ -23,6 +23,7 @@ from agekit import checkpoint as ckpt
 from agekit import distributed
 from agekit.components import DataSource, EncoderGenerator, Prior
 from agekit.config import DistributedConfig, ExperimentConfig, config_to_dict
+from agekit.filters import low_pass
 from agekit.game import AGEGame, GameWeights, RegressionObjective
 from agekit.registry import create
 from agekit.visual import save_pairs_grid, save_samples
@@ -104,6 +105,7 @@ def build_model(config: ExperimentConfig, device: torch.device) -> Model:
             encoder_latent_weight=config.game.encoder_latent_weight,
             fake_margin=None if math.isinf(config.game.fake_margin) else config.game.fake_margin,
         ),
+        latent_filter=low_pass(config.game.latent_filter, config.game.latent_filter_sigma),
     )
     regression = None
     if config.game.objective == "regression":

@@ -31,6 +31,7 @@ from agekit.components import (
     Generator,
     Prior,
 )
+from agekit.filters import gaussian_blur
 
 __all__ = ["DCGAN", "DCGANEncoder", "DCGANGenerator"]
 
@@ -90,13 +91,25 @@ def generator_layers(
 
 
 class DCGANEncoder(Encoder):
-    """Images (B, C, H, W) -> codes (B, nz) on the prior's support."""
+    """Images (B, C, H, W) -> codes (B, nz) on the prior's support.
 
-    def __init__(self, prior: Prior, data_shape: tuple[int, int, int], net: nn.Sequential) -> None:
+    With ``input_blur`` > 0 the encoder reads its input through a fixed Gaussian low-pass of that
+    standard deviation (pixels): codes then cannot depend on pixel-scale patterns, so neither
+    player can use them (neither to carry z nor to tell fakes from real images).
+    """
+
+    def __init__(
+        self,
+        prior: Prior,
+        data_shape: tuple[int, int, int],
+        net: nn.Sequential,
+        input_blur: float = 0.0,
+    ) -> None:
         super().__init__(prior)
         self.data_shape = data_shape
         self.latent_dim = prior.dim
         self.net = net
+        self.input_blur = input_blur
 
     def raw(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
         reject_condition(self, condition)
@@ -105,6 +118,8 @@ class DCGANEncoder(Encoder):
                 f"{type(self).__name__}: expected images of shape (batch, "
                 f"{', '.join(map(str, self.data_shape))}), got {tuple(x.shape)}"
             )
+        if self.input_blur > 0:
+            x = gaussian_blur(x, self.input_blur)
         return self.net(x).flatten(1)
 
 
@@ -142,6 +157,8 @@ class DCGAN(Backbone):
         encoder_width, generator_width: override ``width`` for one network.
         batch_norm: batch norm after every conv except the encoder's first and the output layers;
             without it those convs get a bias instead.
+        input_blur: standard deviation (pixels) of a fixed Gaussian low-pass in front of the
+            encoder; 0 (the paper's networks) reads pixels as they are.
     """
 
     def __init__(
@@ -150,7 +167,11 @@ class DCGAN(Backbone):
         encoder_width: int | None = None,
         generator_width: int | None = None,
         batch_norm: bool = True,
+        input_blur: float = 0.0,
     ) -> None:
+        if input_blur < 0:
+            raise ValueError(f"input_blur must be >= 0 (pixels), got {input_blur}")
+        self.input_blur = input_blur
         for name, value in (
             ("width", width),
             ("encoder_width", encoder_width),
@@ -195,6 +216,7 @@ class DCGAN(Backbone):
             prior,
             image_shape,
             encoder_layers(nc, size, latent_dim, self.encoder_width, self.batch_norm),
+            self.input_blur,
         )
         generator = DCGANGenerator(
             latent_dim,
@@ -208,5 +230,5 @@ class DCGAN(Backbone):
     def __repr__(self) -> str:
         return (
             f"DCGAN(encoder_width={self.encoder_width}, generator_width={self.generator_width}, "
-            f"batch_norm={self.batch_norm})"
+            f"batch_norm={self.batch_norm}, input_blur={self.input_blur})"
         )
