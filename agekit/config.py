@@ -7,6 +7,7 @@ starts; an error names the file, the key and what was expected.
 from __future__ import annotations
 
 import copy
+import math
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -59,16 +60,29 @@ class AdaptiveAdversary(Strict):
     """The reference code's ``--adaptive_advesary_weight`` controller, on agekit's divergence scale.
 
     After every iteration the encoder's weight on D(e(g(z))) grows by ``increase`` (times
-    lr / start lr); when D(e(x)) or D(e(g(z))) exceeds ``threshold`` it drops by ``decrease``,
-    floored at 0. It keeps the encoder from driving both divergences far from the prior, which is
-    how a plain implementation collapses the encoder.
+    lr / start lr); when D(e(x)) or D(e(g(z))) exceeds ``threshold`` it drops by ``decrease``
+    instead, floored at 0, with no upper bound unless ``maximum`` is set. It keeps the encoder
+    from driving the divergences far from the prior, which is how a plain implementation collapses
+    the encoder.
+
+    The reference's threshold is 1.05 times its KL's value for codes distributed like the sphere
+    prior, log M - 1/2 + 1/(2 M^2) per dimension; agekit's ``gaussian-kl`` is 0 there and has
+    half the reference's gradient, so the same point is 0.05 x that / 2 nats per dimension
+    (0.057 at M = 16, 0.091 at M = 64, 0.109 at M = 128). ``threshold = None`` computes it; it
+    needs the sphere prior (set a number for any other).
     """
 
     increase: float = Field(0.001, ge=0)
     decrease: float = Field(0.02, ge=0)
-    threshold: float = Field(1.0, gt=0)
+    threshold: float | None = Field(None, gt=0)
     initial: float = Field(1.0, ge=0)
-    maximum: float = Field(1.0, gt=0)
+    maximum: float | None = Field(None, gt=0)
+
+
+def reference_adversary_threshold(latent_dim: int) -> float:
+    """The reference code's adaptive-adversary threshold at M = ``latent_dim``, agekit's units."""
+    ideal = math.log(latent_dim) - 0.5 + 0.5 / latent_dim**2
+    return 0.05 * ideal / 2
 
 
 class GameConfig(Strict):
@@ -110,6 +124,10 @@ class OptimConfig(Strict):
     #: Multiply both learning rates by ``lr_drop_factor`` every ``lr_drop_every`` epochs.
     lr_drop_every: int | None = Field(None, ge=1)
     lr_drop_factor: float = Field(0.5, gt=0, le=1)
+    #: "after": the first drop comes after ``lr_drop_every`` full epochs (factor^(epoch // n)).
+    #: "reference": the reference code's, one epoch earlier: it drops at the start of every epoch
+    #: with epoch % n == n - 1 (factor^((epoch + 1) // n)).
+    lr_drop_timing: Literal["after", "reference"] = "after"
 
 
 class TrainConfig(Strict):
@@ -170,6 +188,16 @@ class ExperimentConfig(Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=1000))
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+
+    @model_validator(mode="after")
+    def _reference_threshold_needs_the_sphere(self) -> ExperimentConfig:
+        adaptive = self.game.adaptive_adversary
+        if adaptive is not None and adaptive.threshold is None and self.prior.name != "sphere":
+            raise ValueError(
+                "game.adaptive_adversary.threshold: the reference threshold is defined for the "
+                f"sphere prior only; set a number for prior {self.prior.name!r}"
+            )
+        return self
 
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name

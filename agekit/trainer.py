@@ -22,7 +22,12 @@ from torch import Tensor, nn
 from agekit import checkpoint as ckpt
 from agekit import distributed
 from agekit.components import DataSource, EncoderGenerator, Prior
-from agekit.config import DistributedConfig, ExperimentConfig, config_to_dict
+from agekit.config import (
+    DistributedConfig,
+    ExperimentConfig,
+    config_to_dict,
+    reference_adversary_threshold,
+)
 from agekit.filters import low_pass
 from agekit.game import AGEGame, GameWeights, RegressionObjective
 from agekit.registry import create
@@ -227,10 +232,15 @@ class AdaptiveAdversaryWeight:
     """The reference code's adaptive weight on D(e(g(z))) in the encoder step (see config)."""
 
     def __init__(
-        self, increase: float, decrease: float, threshold: float, initial: float, maximum: float
+        self,
+        increase: float,
+        decrease: float,
+        threshold: float,
+        initial: float,
+        maximum: float | None = None,
     ) -> None:
         self.increase, self.decrease, self.threshold = increase, decrease, threshold
-        self.maximum = maximum
+        self.maximum = math.inf if maximum is None else maximum
         self.weight = initial
 
     def update(self, kl_real: float, kl_fake: float, lr_ratio: float) -> float:
@@ -325,9 +335,12 @@ class Trainer:
         )
         self.z_generator = torch.Generator().manual_seed(t.seed + 2)
         adaptive = config.game.adaptive_adversary
-        self.adversary = (
-            AdaptiveAdversaryWeight(**adaptive.model_dump()) if adaptive is not None else None
-        )
+        self.adversary = None
+        if adaptive is not None:
+            settings = adaptive.model_dump()
+            if settings["threshold"] is None:  # the config checked that the prior is the sphere
+                settings["threshold"] = reference_adversary_threshold(config.prior.dim)
+            self.adversary = AdaptiveAdversaryWeight(**settings)
         self.step = 0
         self.elapsed = 0.0
         self.lr_scale = 1.0
@@ -480,7 +493,8 @@ class Trainer:
         o = self.config.optim
         if o.lr_drop_every is None:
             return
-        scale = o.lr_drop_factor ** (self.stream.epoch // o.lr_drop_every)
+        epochs = self.stream.epoch + (1 if o.lr_drop_timing == "reference" else 0)
+        scale = o.lr_drop_factor ** (epochs // o.lr_drop_every)
         if scale != self.lr_scale:
             self.lr_scale = scale
             for opt in (self.opt_encoder, self.opt_generator):

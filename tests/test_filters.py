@@ -120,7 +120,9 @@ def test_encoder_input_blur_makes_codes_blind_to_pixel_scale_patterns() -> None:
     plain.eval()
     blind.eval()
     x = torch.zeros(4, 1, 32, 32)
-    checker = ((torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2 - 0.5).expand_as(x)  # zero-mean
+    checker = ((torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2 - 0.5).expand_as(
+        x
+    )  # zero-mean
     plain_shift = (plain.raw(x + checker) - plain.raw(x)).norm()
     blind_shift = (blind.raw(x + checker) - blind.raw(x)).norm()
     assert blind_shift < 0.1 * plain_shift

@@ -15,8 +15,14 @@ import pytest
 import torch
 
 from agekit import checkpoint as ckpt
-from agekit.config import parse_config
-from agekit.trainer import DeviceUnavailable, Trainer, TrainingDiverged, resolve_device
+from agekit.config import ConfigError, parse_config, reference_adversary_threshold
+from agekit.trainer import (
+    AdaptiveAdversaryWeight,
+    DeviceUnavailable,
+    Trainer,
+    TrainingDiverged,
+    resolve_device,
+)
 
 TINY: dict[str, Any] = {
     "name": "tiny",
@@ -191,6 +197,48 @@ def test_epoch_budget_and_lr_drop(tmp_path: Path) -> None:
     result = trainer.fit()
     assert result.step == 3 * (1024 // 32)
     assert trainer.opt_encoder.param_groups[0]["lr"] == pytest.approx(2e-4 * 0.5**2)
+
+
+def test_reference_lr_timing_drops_one_epoch_earlier(tmp_path: Path) -> None:
+    # The reference halves at the start of every epoch with epoch % n == n - 1: with n = 2 and
+    # 3 epochs, epoch 1 already runs at half the rate (agekit's "after" waits for epoch 2).
+    lrs: dict[str, list[float]] = {}
+    for timing in ("after", "reference"):
+        config = _config(steps=None, epochs=3)
+        config.optim.lr_drop_every = 2
+        config.optim.lr_drop_timing = timing  # type: ignore[assignment]
+        trainer = Trainer(config, tmp_path / timing)
+        seen: list[float] = []
+        for _ in range(3 * (1024 // 32)):
+            trainer.stream.next()
+            trainer._apply_lr_schedule()
+            seen.append(trainer.opt_encoder.param_groups[0]["lr"])
+        lrs[timing] = seen[:: 1024 // 32]  # the rate once each epoch has begun
+    assert lrs["after"] == pytest.approx([2e-4, 2e-4, 1e-4])
+    assert lrs["reference"] == pytest.approx([2e-4, 1e-4, 1e-4])
+
+
+def test_adaptive_adversary_is_the_reference_controller() -> None:
+    # M = 16: 0.05 x (log 16 - 1/2 + 1/512) / 2, the reference's 1.05 x ideal on agekit's scale.
+    assert reference_adversary_threshold(16) == pytest.approx(0.05 * 2.274541 / 2, rel=1e-6)
+    assert reference_adversary_threshold(128) == pytest.approx(0.1088, abs=1e-4)
+    weight = AdaptiveAdversaryWeight(0.001, 0.02, threshold=0.06, initial=1.0)
+    for _ in range(500):  # below the threshold: grows without a cap
+        weight.update(0.01, 0.05, lr_ratio=1.0)
+    assert weight.weight == pytest.approx(1.5)
+    weight.update(0.01, 0.07, lr_ratio=0.5)  # above: drops, scaled by lr / start lr
+    assert weight.weight == pytest.approx(1.49)
+    for _ in range(200):
+        weight.update(0.2, 0.0, lr_ratio=1.0)
+    assert weight.weight == 0.0  # floored at 0
+
+
+def test_adaptive_adversary_default_threshold_needs_the_sphere() -> None:
+    raw = {"prior": {"name": "gaussian", "dim": 4}, "game": {"adaptive_adversary": {}}}
+    with pytest.raises(ConfigError, match=r"adaptive_adversary\.threshold"):
+        parse_config(raw)
+    raw["game"] = {"adaptive_adversary": {"threshold": 0.1}}
+    assert parse_config(raw).game.adaptive_adversary.threshold == 0.1  # type: ignore[union-attr]
 
 
 def test_wall_clock_budget(tmp_path: Path) -> None:
