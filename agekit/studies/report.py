@@ -1,5 +1,6 @@
-"""The study report: per-cell means with 95% confidence intervals over seeds, paired comparisons
-between cells, figures, and the files report.md, summary.csv and summary.json."""
+"""The study report: per-cell means with 95% bootstrap intervals over seeds, paired comparisons
+between cells (Holm-adjusted within the study), figures, and report.md, summary.csv and
+summary.json."""
 
 from __future__ import annotations
 
@@ -70,18 +71,37 @@ def flatten(record: dict[str, Any]) -> dict[str, float]:
     return flat
 
 
+#: Bootstrap resamples for every interval; fixed seed so a report is reproducible.
+BOOTSTRAP_RESAMPLES = 10_000
+
+
+def _bootstrap_means(array: np.ndarray, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(array), size=(BOOTSTRAP_RESAMPLES, len(array)))
+    return array[picks].mean(axis=1)
+
+
 def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and Student-t confidence interval; with one value the interval is unknown (NaN)."""
+    """Mean and percentile-bootstrap interval over seeds; NaN bounds with one value.
+
+    Resampling seeds keeps every bound between the smallest and largest observed value, so an
+    interval never leaves the quantity's range (a count of modes, a share, a precision). With
+    few seeds it is narrow rather than conservative: read it with the n beside it.
+    """
     array = np.asarray(values, dtype=np.float64)
     mean = float(array.mean())
     if len(array) < 2:
         return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + level / 2, len(array) - 1) * stats.sem(array))
-    return mean, mean - half, mean + half
+    if np.all(array == array[0]):
+        return mean, mean, mean
+    means = _bootstrap_means(array)
+    low, high = np.quantile(means, [0.5 - level / 2, 0.5 + level / 2])
+    return mean, float(low), float(high)
 
 
 def paired_comparison(a: dict[int, float], b: dict[int, float]) -> dict[str, Any]:
-    """Paired by training seed: mean difference a - b, its 95% CI and the paired t-test p-value."""
+    """Paired by training seed: mean difference a - b, its bootstrap 95% interval and the paired
+    t-test p-value (unadjusted; :func:`summarise` adds Holm's adjustment over the study)."""
     seeds = sorted(set(a) & set(b))
     diffs = [a[s] - b[s] for s in seeds]
     result: dict[str, Any] = {"n_pairs": len(seeds)}
@@ -97,6 +117,18 @@ def paired_comparison(a: dict[int, float], b: dict[int, float]) -> dict[str, Any
         p_value = float(stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue)
     result.update(mean_diff=mean, low=low, high=high, p_value=p_value)
     return result
+
+
+def holm_adjust(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment (family-wise error), NaNs left out of the family."""
+    indexed = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    family = len(indexed)
+    for rank, (p, i) in enumerate(indexed):
+        running = max(running, min(1.0, (family - rank) * p))
+        adjusted[i] = running
+    return adjusted
 
 
 def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -130,6 +162,12 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
                 comparison = paired_comparison(a, b)
                 comparison.update(setting=setting, metric=key, a=first, b=second)
                 comparisons.append(comparison)
+    # One family per study: the comparisons of headline metrics that the report tests.
+    tested = [c for c in comparisons if HEADLINE.get(c["metric"]) in ("lower", "higher")]
+    for comparison, adjusted in zip(
+        tested, holm_adjust([c["p_value"] for c in tested]), strict=True
+    ):
+        comparison["p_holm"] = adjusted
     return {"cells": cells, "comparisons": comparisons}
 
 
@@ -143,7 +181,7 @@ def _ci_text(stat: dict[str, Any]) -> str:
     low, high = stat["ci95"]
     if math.isnan(low):
         return f"{_fmt(stat['mean'])} (n={stat['n']})"
-    return f"{_fmt(stat['mean'])} [{_fmt(low)}, {_fmt(high)}]"
+    return f"{_fmt(stat['mean'])} [{_fmt(low)}, {_fmt(high)}] (n={stat['n']})"
 
 
 def _ordered_metrics(summary: dict[str, Any]) -> list[str]:
@@ -236,8 +274,10 @@ def _markdown(
             if missing
             else ""
         )
-        + ". Values are means over training seeds with Student-t 95% confidence intervals; "
-        "comparisons are paired by seed (paired t-test).",
+        + ". Values are means over training seeds (n = seeds per cell) with 95% percentile-"
+        "bootstrap intervals over seeds, which stay inside the observed range; comparisons are "
+        "paired by seed (paired t-test), with p-values Holm-adjusted over every comparison in "
+        "the study (p_holm) and verdicts taken from the adjusted value.",
         "",
     ]
     for setting in sorted({e["setting"] for e in summary["cells"].values()}):
@@ -273,15 +313,16 @@ def _markdown(
         if comparisons:
             lines += ["**Paired comparisons** (difference a − b):", ""]
             lines += [
-                "| metric | a | b | mean diff [95% CI] | p | verdict |",
-                "|---|---|---|---|---|---|",
+                "| metric | a | b | mean diff [95% CI] | p | p_holm | verdict |",
+                "|---|---|---|---|---|---|---|",
             ]
             for c in comparisons:
                 verdict = _verdict(c)
                 lines.append(
                     f"| {c['metric']} | {c['a'].removeprefix(setting + '__')} | "
                     f"{c['b'].removeprefix(setting + '__')} | {_fmt(c['mean_diff'])} "
-                    f"[{_fmt(c['low'])}, {_fmt(c['high'])}] | {_fmt(c['p_value'])} | {verdict} |"
+                    f"[{_fmt(c['low'])}, {_fmt(c['high'])}] | {_fmt(c['p_value'])} | "
+                    f"{_fmt(c.get('p_holm', math.nan))} | {verdict} |"
                 )
             lines.append("")
         for figure in figures.get(setting, []):
@@ -318,7 +359,7 @@ def _markdown(
 
 
 def _verdict(comparison: dict[str, Any]) -> str:
-    p = comparison["p_value"]
+    p = comparison.get("p_holm", math.nan)
     if comparison["n_pairs"] < 2 or math.isnan(p):
         return "too few seeds to test"
     return "differ (p < 0.05)" if p < 0.05 else "no significant difference"
