@@ -1,9 +1,11 @@
 """Atomic, code-free checkpoints.
 
 Written to a temporary file in the same folder, fsynced, then renamed over the target, so a run
-killed at any instant leaves either the old checkpoint or the new one, never half of one. Loaded
-with ``torch.load(weights_only=True)``: a checkpoint holds tensors and plain Python values only and
-can never execute code.
+killed at any instant leaves either the old checkpoint or the new one, never half of one (a kill
+can leave the temporary fragment behind: :func:`remove_fragments` deletes those). Loaded with
+``torch.load(weights_only=True)``: a checkpoint holds tensors and plain Python values only and can
+never execute code. A checkpoint damaged afterwards (a failing disk, a truncated copy) is skipped by
+:func:`load_newest`, which falls back to the newest one that loads.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from typing import Any
 import torch
 
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)\.pt$")
+#: The temporary files :func:`save_atomic` writes before renaming them into place.
+FRAGMENT_PATTERN = re.compile(r"^\.step_\d+\.pt\..+\.tmp$")
+#: Suffix of a checkpoint that failed to load and was moved out of the way.
+SET_ASIDE_SUFFIX = ".unreadable"
 
 
 class CheckpointError(RuntimeError):
@@ -50,10 +56,26 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable agekit checkpoint: {exc}") from None
+        size = path.stat().st_size
+        reason = "the file is empty" if size == 0 else _short_reason(exc)
+        raise CheckpointError(
+            f"{path}: not a readable agekit checkpoint ({size} bytes): {reason}"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != 1:
         raise CheckpointError(f"{path}: not an agekit checkpoint (missing format marker)")
     return state
+
+
+def _short_reason(exc: Exception) -> str:
+    """One line out of torch's (often paragraph-long) loading errors."""
+    text = str(exc).strip()
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        detail = [line.strip() for line in text.split(marker, 1)[1].splitlines() if line.strip()]
+        return f"refused by the weights-only loader ({detail[0] if detail else 'no detail'})"
+    if not text:
+        return type(exc).__name__
+    return text.splitlines()[0].split(". ", 1)[0]
 
 
 def checkpoints(folder: Path) -> list[Path]:
@@ -69,6 +91,46 @@ def checkpoints(folder: Path) -> list[Path]:
 def latest(folder: Path) -> Path | None:
     found = checkpoints(folder)
     return found[-1] if found else None
+
+
+def load_newest(
+    folder: Path, map_location: str | torch.device = "cpu"
+) -> tuple[Path, dict[str, Any], list[tuple[Path, str]]] | None:
+    """The newest checkpoint in ``folder`` that loads: its path, its state, and the newer ones that
+    did not load, each with the reason. None when the folder holds no checkpoint at all; raises
+    :class:`CheckpointError` naming every file when none of them loads."""
+    found = checkpoints(folder)
+    if not found:
+        return None
+    failed: list[tuple[Path, str]] = []
+    for path in reversed(found):
+        try:
+            return path, load(path, map_location), failed
+        except CheckpointError as exc:
+            failed.append((path, str(exc)))
+    names = ", ".join(p.name for p, _ in failed)
+    raise CheckpointError(
+        f"{folder}: none of the checkpoints loads ({names}); the newest: {failed[0][1]}"
+    )
+
+
+def set_aside(path: Path) -> Path:
+    """Rename an unreadable checkpoint so it no longer counts as one (kept for inspection)."""
+    target = path.with_name(path.name + SET_ASIDE_SUFFIX)
+    os.replace(path, target)
+    return target
+
+
+def remove_fragments(folder: Path) -> list[Path]:
+    """Delete the temporary files of checkpoint writes that a kill interrupted; returns them."""
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in sorted(folder.iterdir()):
+        if FRAGMENT_PATTERN.match(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def prune(folder: Path, keep: int) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console()
@@ -19,22 +22,71 @@ class UsageError(Exception):
     pass
 
 
+def _error(message: str) -> None:
+    """``error: ...`` on stderr: the message as written (no markup), never wrapped."""
+    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+class _ConsoleNotes(logging.Handler):
+    """Shows agekit's log records (a resume that fell back, a torn log line) as one-line notes."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = escape(record.getMessage())
+        except Exception:  # a malformed record must not stop the command
+            self.handleError(record)
+            return
+        if record.levelno >= logging.WARNING:
+            label = "[yellow]warning:[/yellow]"
+        else:
+            label = "[dim]note:[/dim]"
+        err_console.print(f"{label} {message}", highlight=False, soft_wrap=True)
+
+
+def _show_notes() -> None:
+    logger = logging.getLogger("agekit")
+    if not any(isinstance(handler, _ConsoleNotes) for handler in logger.handlers):
+        logger.addHandler(_ConsoleNotes())
+    logger.setLevel(logging.INFO)
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("agekit")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from agekit.registry import REGISTRY
 
     entries = REGISTRY.check(args.kind)
+    columns = ("name", "kind", "distribution", "version", "status")
+    rows = [
+        (entry.name, entry.kind, entry.distribution, entry.version, " ".join(entry.status.split()))
+        for entry in entries
+    ]
+    widths = [
+        max([len(column)] + [len(row[i]) for row in rows]) for i, column in enumerate(columns)
+    ]
+    # A table needs its borders and padding (3 characters a column, plus 1) and the status header.
+    table_width = sum(widths[:-1]) + len(columns[-1]) + 3 * len(columns) + 1
+    if args.plain or not console.is_terminal or table_width > console.width:
+        # Pipes, files and narrow terminals get every value in full, one aligned row each.
+        for row in [columns, *rows]:
+            cells = [value.ljust(width) for value, width in zip(row[:-1], widths, strict=False)]
+            sys.stdout.write("  ".join([*cells, row[-1]]) + "\n")
+        return 0
     table = Table(title="agekit components")
-    for column in ("name", "kind", "distribution", "version", "status"):
-        table.add_column(column)
-    for entry in entries:
-        status = entry.status
-        style = "red" if status.startswith("broken") else "green"
+    for column, width in zip(columns[:-1], widths, strict=False):
+        table.add_column(column, no_wrap=True, min_width=width)
+    table.add_column(columns[-1], overflow="fold")  # a long "broken: ..." folds, never cut
+    for row in rows:
+        style = "red" if row[-1].startswith("broken") else "green"
         table.add_row(
-            entry.name,
-            entry.kind,
-            entry.distribution,
-            entry.version,
-            f"[{style}]{status}[/{style}]",
+            *(escape(value) for value in row[:-1]), f"[{style}]{escape(row[-1])}[/{style}]"
         )
     console.print(table)
     return 0
@@ -80,7 +132,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 f"[bold]agekit train[/bold] {config.name} on {trainer.device}{processes} "
                 f"-> {trainer.run_dir}"
             )
-        result = trainer.fit(resume=args.resume)
+        result = trainer.fit(resume=args.resume, handle_signals=True)
+        if trainer.interrupted_by is not None:
+            if trainer.is_main:
+                from agekit import checkpoint as ckpt
+
+                name = signal.Signals(trainer.interrupted_by).name
+                err_console.print(
+                    f"interrupted by {name} at step {result.step}: checkpoint written to "
+                    f"{escape(str(ckpt.latest(trainer.checkpoint_dir)))}; run the same command "
+                    "with --resume to continue",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+            return 128 + trainer.interrupted_by
         if trainer.is_main:
             console.print(
                 f"{result.status}: step {result.step}, epoch {result.epoch}; "
@@ -280,12 +345,114 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_folder(run: Path) -> Path:
+    """The run folder of ``agekit evaluate``'s argument: the folder, or a checkpoint's run."""
+    if run.is_dir():
+        return run
+    return run.parent.parent if run.parent.name == "checkpoints" else run.parent
+
+
+def _default_metric_names(run: Path, checkpoint: Path) -> list[str]:
+    """The metrics a study would run on this run's data (its saved configuration decides)."""
+    import json
+
+    from agekit import checkpoint as ckpt
+    from agekit.config import parse_config
+    from agekit.evaluation import default_metrics
+    from agekit.registry import REGISTRY
+
+    saved = _run_folder(run) / "config.json"
+    if saved.is_file():
+        try:
+            raw = json.loads(saved.read_text())
+        except json.JSONDecodeError as exc:
+            raise UsageError(
+                f"{saved}: not valid JSON ({exc}); name metrics with --metric"
+            ) from None
+        source = str(saved)
+    else:
+        raw = ckpt.load(checkpoint)["config"]
+        source = f"{checkpoint} (saved configuration)"
+    config = parse_config(raw, source)
+    kind = REGISTRY.load("dataset", config.data.name).kind
+    return default_metrics(config.data.name, kind)
+
+
+def _score_rows(scores: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """Printable (name, value) pairs of one metric's result; protocols stay in the JSON."""
+    rows: list[tuple[str, str]] = []
+    for key, value in scores.items():
+        if key == "protocol":
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, bool) or value is None or isinstance(value, str):
+            rows.append((name, str(value)))
+        elif isinstance(value, int | float):
+            rows.append((name, f"{value:.6g}"))
+        elif isinstance(value, dict):
+            rows.extend(_score_rows(value, f"{name}."))
+        elif isinstance(value, list | tuple):
+            rows.append((name, f"[{len(value)} values]"))
+        else:
+            rows.append((name, str(value)))
+    return rows
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from agekit import checkpoint as ckpt
+    from agekit.config import Component
+    from agekit.evaluation import evaluate, write_json_atomic
+    from agekit.registry import REGISTRY
+
+    run = Path(args.run)
+    if not run.exists():
+        raise UsageError(f"{run}: no such run folder or checkpoint file")
+    checkpoint = ckpt.resolve(run)
+    names = args.metric or _default_metric_names(run, checkpoint)
+    for name in names:
+        REGISTRY.load("metric", name)  # an unknown name fails here, before any work
+    out = Path(args.out) if args.out else _run_folder(run) / "evaluate.json"
+    console.print(
+        f"[bold]agekit evaluate[/bold] {escape(str(checkpoint))}: {', '.join(names)}",
+        highlight=False,
+    )
+    try:
+        record = evaluate(
+            checkpoint,
+            [Component(name=name) for name in names],
+            seed=args.seed,
+            device=args.device,
+            batchnorm=args.batchnorm,
+        )
+    except ValueError as exc:
+        raise UsageError(f"{checkpoint}: {exc}") from None
+    record["run"] = str(_run_folder(run))
+    table = Table(title=f"{_run_folder(run).name} at step {record['step']}")
+    table.add_column("metric", no_wrap=True)
+    table.add_column("score", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+    for metric, scores in record["metrics"].items():
+        rows = _score_rows(scores) if isinstance(scores, dict) else [("", str(scores))]
+        for index, (key, value) in enumerate(rows):
+            table.add_row(metric if index == 0 else "", escape(key), escape(value))
+    console.print(table)
+    write_json_atomic(record, out)
+    console.print(f"wrote {escape(str(out))}", highlight=False)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agekit", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"agekit {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list registered components and their status")
     p.add_argument("kind", nargs="?", help="prior(s), divergence(s), backbone(s), loss(es), ...")
+    p.add_argument(
+        "--plain",
+        action="store_true",
+        help="plain aligned rows instead of a table (the default when output is not a terminal)",
+    )
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("train", help="train one AGE model from a TOML configuration")
@@ -339,6 +506,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_transfer)
+
+    p = sub.add_parser(
+        "evaluate", help="score one trained run with registered metrics (outside a study)"
+    )
+    p.add_argument("run", help="a run folder or a checkpoint file")
+    p.add_argument(
+        "--metric",
+        action="append",
+        metavar="NAME",
+        help="a registered metric (repeatable; default: what a study runs on this data; "
+        "see `agekit list metric`)",
+    )
+    p.add_argument("--out", help="JSON file of the scores (default RUN/evaluate.json)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0, help="seed of the evaluation's sampling")
+    p.add_argument(
+        "--batchnorm",
+        choices=("real-data", "running"),
+        default="real-data",
+        help="re-estimate batch-norm statistics on real data first, or keep training's",
+    )
+    p.set_defaults(func=_cmd_evaluate)
     _add_study_commands(sub)
     return parser
 
@@ -360,6 +549,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agekit.trainer import DeviceUnavailable, TrainingDiverged
 
     args = build_parser().parse_args(argv)
+    _show_notes()
     known = (
         UsageError,
         ConfigError,
@@ -374,10 +564,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except known as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        _error(str(exc))
         return 2
     except KeyboardInterrupt:
-        err_console.print("interrupted; resume with --resume")
+        # ``agekit train`` handles Ctrl-C itself once training runs (checkpoint, then exit 130).
+        before = " before training began: nothing was written" if args.command == "train" else ""
+        err_console.print(f"interrupted{before}", highlight=False)
         return 130
 
 

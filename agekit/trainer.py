@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
+import os
 import random
+import signal
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -32,6 +36,10 @@ from agekit.filters import low_pass
 from agekit.game import AGEGame, GameWeights, RegressionObjective
 from agekit.registry import create
 from agekit.visual import save_pairs_grid, save_samples
+
+#: Notes for the person running the trainer (a resume that fell back, a torn log line dropped);
+#: ``agekit train`` prints them, other programs see them through :mod:`logging`.
+log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(RuntimeError):
@@ -348,6 +356,8 @@ class Trainer:
         self.fixed_z = self.model.prior.sample(t.grid_size, fixed).to(self.device)
         self._roles: _Roles | None = None
         self._tb_writer: Any = None
+        #: The signal (SIGTERM, SIGINT) that stopped the last ``fit(handle_signals=True)``, if any.
+        self.interrupted_by: int | None = None
 
     # paths ----------------------------------------------------------------------------------------
     @property
@@ -407,11 +417,28 @@ class Trainer:
         return path
 
     def resume(self) -> bool:
-        """Load the newest checkpoint of this run, if any; True when one was loaded."""
-        path = ckpt.latest(self.checkpoint_dir)
-        if path is None:
+        """Load the newest checkpoint of this run that loads; True when one was loaded.
+
+        Newer checkpoints that do not load (damaged, truncated) are renamed ``*.unreadable`` and
+        skipped, with a warning naming them; when none loads, CheckpointError names them all.
+        """
+        found = ckpt.load_newest(self.checkpoint_dir, map_location=self.device)
+        if found is None:
+            if self.is_main:
+                log.warning(
+                    "resume: no checkpoint in %s; starting a fresh run at step 0",
+                    self.checkpoint_dir,
+                )
             return False
-        state = ckpt.load(path, map_location=self.device)
+        path, state, unreadable = found
+        for bad, reason in unreadable:
+            kept = bad
+            if self.is_main:
+                with contextlib.suppress(OSError):  # another rank may have moved it already
+                    kept = ckpt.set_aside(bad)
+            log.warning(
+                "%s; kept as %s, resuming from the older %s instead", reason, kept.name, path.name
+            )
         saved = state.get("config")
         if saved is not None and "distributed" not in saved:
             # Checkpoints written before the section existed ran with its defaults.
@@ -426,19 +453,39 @@ class Trainer:
             )
         self.load_state_dict(state)
         if self.is_main:
+            log.info("resuming from %s (step %d)", path, self.step)
             self._truncate_metrics(self.step)
         return True
 
     def _truncate_metrics(self, step: int) -> None:
-        """Drop log records written after the checkpoint we resumed from (they will be redone)."""
+        """Drop log records written after the checkpoint we resumed from (they will be redone),
+        and lines that are not JSON records: the torn last line of a crash or a full disk."""
         if not self.metrics_path.exists():
             return
-        kept = [
-            line
-            for line in self.metrics_path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step
-        ]
-        self.metrics_path.write_text("".join(line + "\n" for line in kept))
+        kept: list[str] = []
+        torn = 0
+        for line in self.metrics_path.read_text(errors="replace").splitlines():
+            if not line.strip("\x00 \t\r"):
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            if not isinstance(record, dict):
+                torn += 1
+                continue
+            if record.get("step", 0) <= step:
+                kept.append(line)
+        if torn:
+            log.warning(
+                "%s: dropped %d unreadable line%s (torn by a crash or a full disk)",
+                self.metrics_path,
+                torn,
+                "" if torn == 1 else "s",
+            )
+        tmp = self.metrics_path.with_name(f".{self.metrics_path.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, self.metrics_path)
 
     # the loop -------------------------------------------------------------------------------------
     def _budget_steps(self) -> int | None:
@@ -590,7 +637,22 @@ class Trainer:
             f"step {self.step + 1}: non-finite value in {', '.join(bad)}; training stopped, {kept}"
         )
 
-    def fit(self, resume: bool = False) -> TrainResult:
+    def fit(self, resume: bool = False, handle_signals: bool = False) -> TrainResult:
+        """Train until the budget is spent; ``resume`` continues from the newest checkpoint.
+
+        With ``handle_signals`` (``agekit train``), a SIGTERM (schedulers' preemption) or SIGINT
+        (Ctrl-C) lets the step in progress finish, writes a checkpoint and returns with status
+        ``"interrupted"`` and :attr:`interrupted_by` set; a second signal exits the process at
+        once with status 128 + signal number, writing nothing. Only from the main thread.
+        """
+        self.interrupted_by = None
+        if self.is_main:
+            removed = ckpt.remove_fragments(self.checkpoint_dir)
+            if removed:
+                log.info(
+                    "removed %s: left by a checkpoint write that was killed",
+                    ", ".join(p.name for p in removed),
+                )
         if resume:
             self.resume()
         elif ckpt.latest(self.checkpoint_dir) is not None:
@@ -612,10 +674,14 @@ class Trainer:
         last: dict[str, float] = {}
         window_start, window_steps = time.perf_counter(), 0
         progress = _progress(self.show_progress, total, self.step)
+        signals = _StopSignals(self) if handle_signals else None
         self._emit("start", {"step": self.step})
-        with progress as bar:
+        with signals or contextlib.nullcontext(), progress as bar:
             task = bar.add_task("training", total=total, completed=self.step, stats="")
             while total is None or self.step < total:
+                if signals is not None and self._stop_requested(signals):
+                    status = "interrupted"
+                    break
                 stop = self.elapsed >= deadline
                 if self.dist is not None and deadline < math.inf:
                     stop = distributed.any_rank(stop, self.device)  # clocks differ per rank
@@ -650,13 +716,29 @@ class Trainer:
                 if self.is_main and self.step % t.checkpoint_every == 0:
                     self.save_checkpoint()
                 bar.update(task, completed=self.step)
-        if self.is_main:
-            if ckpt.latest(self.checkpoint_dir) != self.checkpoint_dir / f"step_{self.step:08d}.pt":
-                self.save_checkpoint()
-            self.write_images()
+            # Still under the signal handlers: a second signal during this write exits at once
+            # (the write is atomic: the older checkpoints stay as they were).
+            if self.is_main:
+                path = self.checkpoint_dir / f"step_{self.step:08d}.pt"
+                if ckpt.latest(self.checkpoint_dir) != path:
+                    self.save_checkpoint()
+                if status != "interrupted":  # a preempted job has seconds left: no images
+                    self.write_images()
         result = TrainResult(self.run_dir, self.step, self.stream.epoch, status, last)
         self._emit("end", {"step": self.step, "status": status})
         return result
+
+    def _stop_requested(self, signals: _StopSignals) -> bool:
+        """Whether a stop signal has arrived; under torchrun, on any rank (the ranks must stop
+        at the same step, or the others wait forever in the next collective)."""
+        received = signals.received or 0
+        if self.dist is not None:
+            value = torch.tensor([float(received)], device=self.device)
+            torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+            received = int(value.item())
+        if received:
+            self.interrupted_by = received
+        return bool(received)
 
     # outputs --------------------------------------------------------------------------------------
     def _log(self, entry: dict[str, Any]) -> None:
@@ -726,6 +808,65 @@ class Trainer:
             folder / f"reconstructions_{tag}.png",
             data,
         )
+
+
+#: The signals that ask a run to stop: schedulers' preemption (SLURM, Kubernetes) and Ctrl-C.
+STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
+
+
+def _to_stderr(message: str) -> None:
+    """Write from a signal handler: straight to the file descriptor (no Python-level buffer, which
+    may be in the middle of another write)."""
+    with contextlib.suppress(OSError):
+        os.write(2, (message + "\n").encode())
+
+
+class _StopSignals:
+    """While entered: the first SIGTERM/SIGINT is recorded for the training loop to stop at the
+    next step boundary; a second one exits at once with the conventional status 128 + signum.
+
+    Installed only from the main thread (Python's rule), and never over a signal the process
+    was told to ignore (``SIG_IGN``, e.g. SIGINT of a background job). The previous handlers come
+    back on exit.
+    """
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for signum in STOP_SIGNALS:
+            previous = signal.getsignal(signum)
+            if previous is signal.SIG_IGN:
+                continue
+            self._previous[signum] = previous
+            signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        trainer = self.trainer
+        if self.received is not None:
+            if trainer.is_main:
+                last = ckpt.latest(trainer.checkpoint_dir)
+                kept = f"the newest checkpoint is {last}" if last else "no checkpoint was written"
+                _to_stderr(f"\nagekit: second signal ({name}): stopped at once; {kept}")
+            os._exit(128 + signum)
+        self.received = signum
+        if trainer.is_main:
+            _to_stderr(
+                f"\nagekit: {name} received: finishing the current step, then writing a "
+                f"checkpoint to {trainer.checkpoint_dir} (send it again to stop at once, "
+                "without one)"
+            )
 
 
 def test_batch_conditioned(data: DataSource, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:

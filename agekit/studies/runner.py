@@ -149,7 +149,8 @@ def _run_parallel(
             ]
             if profile:
                 command += ["--profile", profile]
-            log = (folder / "runs" / run.run_id).with_suffix(".log")
+            # Not with_suffix: run ids hold dots (latent_weight=125.0) that it would cut at.
+            log = folder / "runs" / f"{run.run_id}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             with log.open("ab") as handle:
                 active.append(

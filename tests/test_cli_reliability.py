@@ -1,0 +1,380 @@
+"""The command line under everyday failures: preemption signals, torn files, pipes, bad input."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from agekit import checkpoint as ckpt
+from agekit.cli import main
+from agekit.config import parse_config
+from agekit.trainer import Trainer
+
+TINY: dict[str, Any] = {
+    "name": "tiny",
+    "data": {"name": "ring8", "batch_size": 32, "options": {"size": 1024, "test_size": 128}},
+    "prior": {"name": "sphere", "dim": 4},
+    "backbone": {"name": "mlp", "options": {"hidden": 16, "depth": 2}},
+    "train": {
+        "steps": 60,
+        "checkpoint_every": 20,
+        "image_every": 30,
+        "log_every": 5,
+        "device": "cpu",
+        "grid_size": 16,
+    },
+}
+
+
+def _raw(**train: Any) -> dict[str, Any]:
+    raw = json.loads(json.dumps(TINY))
+    raw["train"].update(train)
+    return raw
+
+
+def _toml(raw: dict[str, Any]) -> str:
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
+        return str(v)
+
+    lines = [f"name = {value(raw['name'])}"]
+    for section, body in raw.items():
+        if isinstance(body, dict):
+            lines.append(f"[{section}]")
+            lines.extend(f"{k} = {value(v)}" for k, v in body.items())
+    return "\n".join(lines) + "\n"
+
+
+def _config_file(tmp_path: Path, raw: dict[str, Any]) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(_toml(raw))
+    return path
+
+
+def _logged_steps(run: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _same_parameters(a: Path, b: Path) -> None:
+    left, right = ckpt.load(a), ckpt.load(b)
+    for network in ("encoder", "generator"):
+        for key, value in right[network].items():
+            assert torch.equal(left[network][key], value), f"{network}.{key} differs"
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash_after_checkpoint(run: Path, raw: dict[str, Any], step: int) -> None:
+    """Train ``raw`` in ``run`` until the checkpoint of ``step`` is written, then die."""
+
+    def crash(event: str, trainer: Trainer, record: dict[str, Any]) -> None:
+        if event == "checkpoint" and record["step"] == step:
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        Trainer(parse_config(raw), run, callbacks=[crash]).fit()
+
+
+def _default_sigint() -> None:
+    # A child of a non-interactive shell may inherit SIGINT ignored; a terminal's Ctrl-C is not.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _signal_after_steps(
+    command: list[str], run: Path, signum: int, lines: int = 3
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Start ``command``, send ``signum`` once ``lines`` log records exist, wait for the end."""
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+    )
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if metrics.exists() and len(metrics.read_text().splitlines()) >= lines:
+                break
+            time.sleep(0.005)
+        assert process.poll() is None, "the run ended before it could be signalled"
+        process.send_signal(signum)
+        sent = time.monotonic()
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    done = subprocess.CompletedProcess(command, process.returncode, out, err)
+    return done, time.monotonic() - sent
+
+
+# 1. preemption ------------------------------------------------------------------------------------
+
+
+def test_sigterm_checkpoints_the_step_reached_and_resume_is_exact(tmp_path: Path) -> None:
+    raw = _raw(steps=600, checkpoint_every=200, image_every=1000)
+    reference = Trainer(parse_config(raw), tmp_path / "reference").fit()
+    assert reference.step == 600
+    config = _config_file(tmp_path, raw)
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "agekit", "train", str(config), "--run-dir", str(run)]
+
+    done, _ = _signal_after_steps([*command, "--quiet"], run, signal.SIGTERM)
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    reached = ckpt.latest(run / "checkpoints")
+    assert reached is not None, done.stderr
+    step = ckpt.load(reached)["step"]
+    assert 15 <= step < 600 and reached.name == f"step_{step:08d}.pt"
+    assert f"interrupted by SIGTERM at step {step}: checkpoint written to {reached}" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
+
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from {reached} (step {step})" in resumed.stderr
+    _same_parameters(
+        run / "checkpoints" / "step_00000600.pt",
+        tmp_path / "reference" / "checkpoints" / "step_00000600.pt",
+    )
+    assert _logged_steps(run) == list(range(5, 601, 5))
+
+
+def test_ctrl_c_checkpoints_and_exits_130(tmp_path: Path) -> None:
+    raw = _raw(steps=600, checkpoint_every=200, image_every=1000)
+    config = _config_file(tmp_path, raw)
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "agekit", "train", str(config), "--run-dir", str(run)]
+    done, _ = _signal_after_steps(command, run, signal.SIGINT)
+    assert done.returncode == 130, done.stderr
+    reached = ckpt.latest(run / "checkpoints")
+    assert reached is not None and ckpt.load(reached)["step"] >= 15
+    assert "SIGINT received" in done.stderr and f"checkpoint written to {reached}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+_TWICE = textwrap.dedent(
+    """
+    import json, os, signal, sys, time
+    from agekit.config import parse_config
+    from agekit.trainer import Trainer
+
+    def twice(event, trainer, record):
+        if event == "log" and record["step"] == 25:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)  # the handler runs: training will stop after this step
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+            print("still running after the second signal")
+
+    trainer = Trainer(parse_config(json.loads(sys.argv[1])), sys.argv[2], callbacks=[twice])
+    trainer.fit(handle_signals=True)
+    """
+)
+
+
+def test_a_second_signal_exits_at_once_without_a_checkpoint(tmp_path: Path) -> None:
+    script = tmp_path / "twice.py"
+    script.write_text(_TWICE)
+    run = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, str(script), json.dumps(_raw()), str(run)], capture_output=True, text=True
+    )
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    assert "still running" not in done.stdout
+    assert ckpt.latest(run / "checkpoints") == run / "checkpoints" / "step_00000020.pt"
+    assert "second signal (SIGTERM): stopped at once" in done.stderr
+
+
+def test_signal_handlers_are_restored_after_fit(tmp_path: Path) -> None:
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    trainer = Trainer(parse_config(_raw(steps=5)), tmp_path / "run")
+    result = trainer.fit(handle_signals=True)
+    assert result.status == "complete" and trainer.interrupted_by is None
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+# 2. torn files ------------------------------------------------------------------------------------
+
+
+def test_resume_drops_a_torn_last_metrics_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    _crash_after_checkpoint(run, _raw(), 20)
+    with (run / "metrics.jsonl").open("a") as handle:
+        handle.write('{"step": 25, "epoch": 0, "kl_re')  # the crash cut this record short
+    with caplog.at_level(logging.WARNING, logger="agekit"):
+        result = Trainer(parse_config(_raw()), run).fit(resume=True)
+    assert result.step == 60
+    assert _logged_steps(run) == list(range(5, 61, 5))
+    assert "dropped 1 unreadable line" in caplog.text
+
+
+def test_resume_falls_back_past_a_corrupt_newest_checkpoint(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    _crash_after_checkpoint(run, _raw(), 40)
+    newest = run / "checkpoints" / "step_00000040.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated, e.g. by a full disk
+    with caplog.at_level(logging.WARNING, logger="agekit"):
+        result = Trainer(parse_config(_raw()), run).fit(resume=True)
+    assert result.step == 60
+    assert "step_00000040.pt" in caplog.text and "step_00000020.pt" in caplog.text
+    assert (run / "checkpoints" / "step_00000040.pt.unreadable").exists()
+    assert _logged_steps(run) == list(range(5, 61, 5))
+    reference = Trainer(parse_config(_raw()), tmp_path / "reference").fit()
+    assert reference.step == 60
+    _same_parameters(
+        run / "checkpoints" / "step_00000060.pt",
+        tmp_path / "reference" / "checkpoints" / "step_00000060.pt",
+    )
+
+
+def test_resume_with_no_loadable_checkpoint_is_one_line_naming_the_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    folder = run / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / "step_00000020.pt").write_bytes(b"")
+    (folder / "step_00000040.pt").write_bytes(b"not a checkpoint")
+    config = _config_file(tmp_path, _raw())
+    assert main(["train", str(config), "--run-dir", str(run), "--resume", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "step_00000020.pt" in err and "step_00000040.pt" in err
+
+
+def test_fit_removes_fragments_of_killed_checkpoint_writes(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _crash_after_checkpoint(run, _raw(), 20)
+    fragment = run / "checkpoints" / ".step_00000040.pt.k2x9_ab.tmp"
+    fragment.write_bytes(b"half a checkpoint")
+    Trainer(parse_config(_raw()), run).fit(resume=True)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "step_00000020.pt",
+        "step_00000040.pt",
+        "step_00000060.pt",
+    ]
+
+
+# 3. version, pipes, a fresh resume ----------------------------------------------------------------
+
+
+def test_version_comes_from_package_metadata(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"agekit {metadata.version('agekit')}"
+
+
+def test_list_into_a_pipe_never_shortens_a_name() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "agekit", "list", "divergence"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "40"},
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()]
+    assert rows[0] == ["name", "kind", "distribution", "version", "status"]
+    assert ["kozachenko-leonenko", "divergence", "agekit"] in [row[:3] for row in rows]
+    assert "…" not in done.stdout
+
+
+def test_list_plain_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "metric", "--plain"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert "reconstruction" in names and "latent-divergence" in names
+
+
+def test_resume_without_a_checkpoint_says_it_starts_fresh(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config_file(tmp_path, _raw(steps=5))
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--run-dir", str(run), "--resume", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"no checkpoint in {run / 'checkpoints'}; starting a fresh run at step 0" in err
+
+
+# 4. agekit evaluate -------------------------------------------------------------------------------
+
+
+def test_evaluate_scores_a_run_and_writes_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    Trainer(parse_config(_raw(steps=20)), run).fit()
+    assert main(["evaluate", str(run), "--metric", "reconstruction", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "recon_l1" in out and "reconstruction" in out
+    saved = json.loads((run / "evaluate.json").read_text())
+    assert saved["step"] == 20 and saved["run"] == str(run)
+    assert saved["metrics"]["reconstruction"]["recon_l1"] > 0
+
+    target = tmp_path / "scores" / "out.json"
+    checkpoint = run / "checkpoints" / "step_00000020.pt"
+    assert (
+        main(["evaluate", str(checkpoint), "--metric", "reconstruction", "--out", str(target)]) == 0
+    )
+    assert json.loads(target.read_text())["checkpoint"] == str(checkpoint)
+
+
+def test_evaluate_defaults_to_the_study_metrics_of_the_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    Trainer(parse_config(_raw(steps=20)), run).fit()
+    assert main(["evaluate", str(run), "--device", "cpu"]) == 0
+    saved = json.loads((run / "evaluate.json").read_text())
+    assert list(saved["metrics"]) == ["reconstruction", "mode-coverage", "latent-divergence"]
+
+
+@pytest.mark.parametrize(
+    ("make", "args", "expected"),
+    [
+        ("nothing", [], "run: no such run folder"),
+        ("empty", [], "run: no checkpoints"),
+        ("run", ["--metric", "reconstructoin"], "Did you mean 'reconstruction'?"),
+    ],
+)
+def test_evaluate_errors_are_one_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    make: str,
+    args: list[str],
+    expected: str,
+) -> None:
+    run = tmp_path / "run"
+    if make == "empty":
+        run.mkdir()
+    elif make == "run":
+        Trainer(parse_config(_raw(steps=5)), run).fit()
+    capsys.readouterr()
+    assert main(["evaluate", str(run), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert expected in err
+    assert not (run / "evaluate.json").exists()
