@@ -20,7 +20,7 @@ attribute ``closed_form_families`` (or the ``closed_forms`` argument): a mapping
 ``"vmf"`` (von Mises-Fisher codes vs the uniform sphere) and/or ``"diagonal-gaussian"`` (codes
 N(mu, diag s^2) vs a Gaussian prior) to ``"kl"`` (the value estimates KL) or ``"kl-per-dim"``
 (it estimates KL / M). Each family's member is chosen so that its KL is :data:`CLOSED_FORM_KL`
-nats in every dimension, far above any sensible tolerance. The comparison is made in total nats:
+nats in every dimension, far above the built-ins' tolerances. The comparison is made in total nats:
 a ``"kl-per-dim"`` estimate is multiplied by M first, so the declared ``tolerance`` buys the same
 total accuracy whichever scale a divergence reports (read per dimension, it would let an M-fold
 error through: at M = 16 a tolerance of 0.15 would have been 2.4 nats).
@@ -107,9 +107,15 @@ def vmf_kl(dim: int, kappa: float) -> float:
     -H(vMF) + log|S^{M-1}| with log C_M(kappa) = nu log kappa - (M/2) log 2 pi - log I_nu(kappa),
     nu = M/2 - 1, and E[mu . x] = I_{M/2}(kappa) / I_nu(kappa); Bessel functions in their
     exponentially scaled form (ive), so that large kappa cannot overflow.
+
+    Raises:
+        ValueError: where I_nu(kappa) e^-kappa underflows (nu in the hundreds and kappa far
+            below it, e.g. M = 1000 at a KL of a few nats).
     """
     nu = dim / 2 - 1
     scaled_bessel = float(sps.ive(nu, kappa))
+    if not (scaled_bessel > 0.0 and math.isfinite(scaled_bessel)):
+        raise ValueError(f"vMF closed form out of float64 range at dim={dim}, kappa={kappa:g}")
     mean_cosine = float(sps.ive(dim / 2, kappa)) / scaled_bessel
     log_normaliser = (
         nu * math.log(kappa) - (dim / 2) * math.log(2 * math.pi) - math.log(scaled_bessel) - kappa
@@ -122,6 +128,8 @@ def vmf_kappa(dim: int, kl: float = CLOSED_FORM_KL) -> float:
     # d KL / d kappa = kappa A'(kappa) <= kappa / M (A is concave with A'(0) = 1/M), so
     # KL(kappa) <= kappa^2 / (2M): kappa = sqrt(2 M kl) is at or below the root.
     low = math.sqrt(2 * dim * kl)
+    while vmf_kl(dim, low) > kl:  # never taken if the bound holds; cheap insurance for brentq
+        low /= 2
     high = 2 * low
     while vmf_kl(dim, high) < kl:
         low, high = high, 2 * high
@@ -406,10 +414,14 @@ class _Checker:
             return
         prop = "nonnegative (expectation)"
         with self.property(prop):
+            # On the sphere only the shift relative to the scale survives the projection (a
+            # centred Gaussian of any scale projects to the uniform prior), so codes there are
+            # concentrated around e_1.
+            around = 1.0 if self.prior.support == "sphere" else 0.0
             makers: list[tuple[str, Callable[[int], Tensor]]] = [
                 ("codes from the prior", lambda s: self.sample(batch, 1000 + s)),
                 ("shifted codes", lambda s: self.distorted(batch, 2000 + s, 1.0, 0.0)),
-                ("concentrated codes", lambda s: self.distorted(batch, 3000 + s, 0.0, -1.5)),
+                ("concentrated codes", lambda s: self.distorted(batch, 3000 + s, around, -1.5)),
             ]
             for what, make in makers:
                 mean, se, _ = self.average(prop, make, batches, what)
@@ -486,7 +498,11 @@ class _Checker:
         dim = self.prior.dim
         # Concentrated enough that KL = CLOSED_FORM_KL nats in any dimension, far above the
         # tolerance; not so concentrated that kNN estimators' known underestimation dominates.
-        kappa = vmf_kappa(dim)
+        try:
+            kappa = vmf_kappa(dim)
+        except ValueError as exc:  # M beyond ~800: no reference value, so no check (said so)
+            self.report.skipped.append(f"{self.prior!r}: closed form: von Mises-Fisher ({exc})")
+            return
         mu = np.zeros(dim)
         mu[0] = 1.0
         dist = vonmises_fisher(mu, kappa)

@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+import math
+from typing import Any, ClassVar
 
+import numpy as np
 import pytest
 import torch
+from scipy.stats import vonmises_fisher
 from torch import Tensor
 
-from agekit.components import Divergence, DivergenceGuarantees, Prior
+from agekit.components import Divergence, DivergenceGuarantees, Prior, log_sphere_area
 from agekit.divergences import GaussianKL, KozachenkoLeonenko
 from agekit.priors import GaussianPrior, SpherePrior
-from agekit.testing import check_divergence, conformance_test, default_priors
+from agekit.testing import (
+    CLOSED_FORM_KL,
+    check_divergence,
+    conformance_test,
+    default_priors,
+    diagonal_gaussian_kl,
+    diagonal_gaussian_offsets,
+    vmf_kappa,
+    vmf_kl,
+)
 
 # Small, fast settings for the catching tests; every broken divergence below fails on these.
-FAST = {"priors": (SpherePrior(3), GaussianPrior(2)), "max_examples": 5, "n_batches": 8}
+FAST: dict[str, Any] = {
+    "priors": (SpherePrior(3), GaussianPrior(2)),
+    "max_examples": 5,
+    "n_batches": 8,
+}
 
 
 @pytest.mark.parametrize("name", ["gaussian-kl", "kozachenko-leonenko"])
@@ -40,6 +56,59 @@ def test_reference_code_mode_conforms_to_its_none_guarantees() -> None:
 
 
 test_kl_k1_one_liner = conformance_test(lambda: KozachenkoLeonenko(k=1), **FAST)
+
+
+# closed-form references ---------------------------------------------------------------------------
+@pytest.mark.parametrize("dim", [2, 3, 16, 64])
+@pytest.mark.parametrize("kappa", [0.3, 4.0, 40.0])
+def test_vmf_kl_matches_scipy(dim: int, kappa: float) -> None:
+    # scipy's entropy is an independent float64 implementation; both are sums of a few
+    # Bessel-function terms, so they agree to rounding (1e-10 relative leaves ample room).
+    mu = np.zeros(dim)
+    mu[0] = 1.0
+    reference = -float(vonmises_fisher(mu, kappa).entropy()) + log_sphere_area(dim)
+    assert vmf_kl(dim, kappa) == pytest.approx(reference, rel=1e-10, abs=1e-12)
+
+
+def test_vmf_kl_matches_monte_carlo() -> None:
+    # KL = E_q[log q(x)] + log|S^{M-1}|; 20000 draws give a standard error ~0.01 here.
+    dim, kappa = 16, 11.0
+    mu = np.zeros(dim)
+    mu[0] = 1.0
+    dist = vonmises_fisher(mu, kappa)
+    log_q = dist.logpdf(dist.rvs(20000, random_state=np.random.default_rng(0)))
+    se = log_q.std(ddof=1) / math.sqrt(len(log_q))
+    assert vmf_kl(dim, kappa) == pytest.approx(log_q.mean() + log_sphere_area(dim), abs=4 * se)
+
+
+@pytest.mark.parametrize("dim", [2, 3, 16, 64, 256])
+def test_vmf_kappa_inverts_vmf_kl(dim: int) -> None:
+    kappa = vmf_kappa(dim)
+    assert vmf_kl(dim, kappa) == pytest.approx(CLOSED_FORM_KL, rel=1e-9)
+    assert vmf_kappa(dim, 0.5) < kappa  # KL grows with the concentration
+
+
+@pytest.mark.parametrize("dim", [1, 2, 4, 7, 32])
+def test_diagonal_gaussian_reference(dim: int) -> None:
+    shift, log_ratio = diagonal_gaussian_offsets(dim)
+    assert shift.dtype == log_ratio.dtype == torch.float64
+    # torch.distributions' Normal-Normal KL, in float64, as the independent reference; a prior
+    # with mean 0.3 and sd 2 in every coordinate (KL is invariant to the common affine map).
+    mean = torch.full((dim,), 0.3, dtype=torch.float64)
+    sd = torch.full((dim,), 2.0, dtype=torch.float64)
+    q = torch.distributions.Normal(mean + shift * sd, sd * torch.exp(log_ratio))
+    reference = float(
+        torch.distributions.kl_divergence(q, torch.distributions.Normal(mean, sd)).sum()
+    )
+    assert diagonal_gaussian_kl(shift, log_ratio) == pytest.approx(reference, rel=1e-12)
+    assert reference == pytest.approx(CLOSED_FORM_KL, rel=1e-9)
+
+
+def test_closed_form_targets_are_far_above_the_builtins_tolerances() -> None:
+    # The kit compares totals. Read against KL / M, as it used to be, KozachenkoLeonenko's 0.15
+    # would be nearly all of the target at M = 16 (2.5 / 16 = 0.16): an estimate of 0 would pass.
+    for divergence in (GaussianKL(), KozachenkoLeonenko()):
+        assert 10 * divergence.guarantees.tolerance < CLOSED_FORM_KL
 
 
 # broken divergences -------------------------------------------------------------------------------
@@ -109,6 +178,27 @@ class HalfTheKL(KozachenkoLeonenko):
         return 0.5 * super().compute(codes, prior)
 
 
+class HalfTheKLPerDimension(KozachenkoLeonenko):
+    # per dimension (the default): 0.5 x KL / M. Accepted at SpherePrior(3) and GaussianPrior(2)
+    # while the tolerance was applied to KL / M instead of to KL.
+    def compute(self, codes: Tensor, prior: Prior) -> Tensor:
+        return 0.5 * super().compute(codes, prior)
+
+
+class NegatedKLPerDimension(KozachenkoLeonenko):
+    # Before the sphere's "concentrated codes" were concentrated (a centred Gaussian projects to
+    # the uniform prior whatever its scale), only the closed form caught this on the sphere.
+    def compute(self, codes: Tensor, prior: Prior) -> Tensor:
+        return -super().compute(codes, prior)
+
+
+class FlippedGradient(Base):
+    # the right value with the gradient of its negative: a sign error in a hand-written backward
+    def compute(self, codes: Tensor, prior: Prior) -> Tensor:
+        value = super().compute(codes, prior)
+        return 2 * value.detach() - value
+
+
 class NanGradOnDuplicates(Base):
     def compute(self, codes: Tensor, prior: Prior) -> Tensor:
         # sqrt at 0 has an infinite slope: NaN gradient when rows 0 and 1 coincide
@@ -129,6 +219,9 @@ class NanGradOnDuplicates(Base):
         (Biased, "zero at equality (population)"),
         (WrongDtype, "dtype"),
         (HalfTheKL, "closed form"),
+        (HalfTheKLPerDimension, "closed form"),
+        (NegatedKLPerDimension, "nonnegative (expectation)"),
+        (FlippedGradient, "gradient matches finite differences"),
         (NanGradOnDuplicates, "finite gradient with duplicate codes"),
     ],
     ids=lambda v: v.__name__ if isinstance(v, type) else None,
