@@ -9,6 +9,7 @@ samples), each as an exact average over the batches (momentum None), with no par
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -24,11 +25,11 @@ def has_batchnorm(module: nn.Module) -> bool:
     return any(isinstance(m, _BatchNorm) for m in module.modules())
 
 
-def _reestimate(module: nn.Module, batches: list[tuple[Tensor, Tensor | None]]) -> None:
+def _reestimate(module: nn.Module, batches: Sequence[Tensor]) -> None:
     layers = [m for m in module.modules() if isinstance(m, _BatchNorm)]
     if not layers:
         return
-    saved = [(m.momentum, m.training) for m in layers]
+    momenta = [m.momentum for m in layers]
     was_training = module.training
     for m in layers:
         m.reset_running_stats()
@@ -36,10 +37,10 @@ def _reestimate(module: nn.Module, batches: list[tuple[Tensor, Tensor | None]]) 
     module.train()
     try:
         with torch.no_grad():
-            for inputs, condition in batches:
-                module(inputs, condition)
+            for inputs in batches:
+                module(inputs)
     finally:
-        for m, (momentum, _) in zip(layers, saved, strict=True):
+        for m, momentum in zip(layers, momenta, strict=True):
             m.momentum = momentum
         module.train(was_training)
 
@@ -62,19 +63,9 @@ def reestimate_batchnorm(
         }
     device = next(encoder.parameters()).device
     x, _ = load_split(data, "train", n_images, seed=seed)
-    batches = [
-        (x[start : start + batch_size].to(device), None)
-        for start in range(0, x.shape[0], batch_size)
-    ]
-    _reestimate(encoder, batches)
+    _reestimate(encoder, [batch.to(device) for batch in x.split(batch_size)])
     z = prior.sample(x.shape[0], torch.Generator().manual_seed(seed))
-    _reestimate(
-        generator,
-        [
-            (z[start : start + batch_size].to(device), None)
-            for start in range(0, z.shape[0], batch_size)
-        ],
-    )
+    _reestimate(generator, [batch.to(device) for batch in z.split(batch_size)])
     return {
         "batchnorm": "re-estimated before evaluation",
         "encoder_statistics": f"{x.shape[0]} train images, batches of {batch_size}",

@@ -431,11 +431,10 @@ class Trainer:
                 )
             return False
         path, state, unreadable = found
-        for bad, reason in unreadable:
+        for bad, reason in unreadable if self.is_main else []:
             kept = bad
-            if self.is_main:
-                with contextlib.suppress(OSError):  # another rank may have moved it already
-                    kept = ckpt.set_aside(bad)
+            with contextlib.suppress(OSError):  # kept in place if it cannot be renamed
+                kept = ckpt.set_aside(bad)
             log.warning(
                 "%s; kept as %s, resuming from the older %s instead", reason, kept.name, path.name
             )
@@ -653,13 +652,18 @@ class Trainer:
                     "removed %s: left by a checkpoint write that was killed",
                     ", ".join(p.name for p in removed),
                 )
+        resumed = False
         if resume:
-            self.resume()
+            resumed = self.resume()
         elif ckpt.latest(self.checkpoint_dir) is not None:
             raise ckpt.CheckpointError(
                 f"{self.run_dir} already holds checkpoints; pass --resume to continue that run "
                 "or choose another run folder (nothing was overwritten)"
             )
+        if not resumed and self.is_main and self.metrics_path.exists():
+            # An attempt killed before its first checkpoint: its records would mix with ours.
+            log.info("%s: starting over, dropping an earlier attempt's records", self.metrics_path)
+            self._truncate_metrics(self.step)
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.json").write_text(

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -205,6 +206,55 @@ def test_a_second_signal_exits_at_once_without_a_checkpoint(tmp_path: Path) -> N
     assert "second signal (SIGTERM): stopped at once" in done.stderr
 
 
+def test_under_torchrun_a_signal_to_one_rank_stops_every_rank_at_the_same_step(
+    tmp_path: Path,
+) -> None:
+    config = _config_file(tmp_path, _raw(steps=600, checkpoint_every=200, image_every=1000))
+    run = tmp_path / "run"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "agekit", "train", str(config), "--run-dir", str(run)]
+    ranks = []
+    for rank in range(2):
+        env = {
+            **os.environ,
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "OMP_NUM_THREADS": "1",
+        }
+        ranks.append(
+            subprocess.Popen(
+                [*command, "--quiet"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    try:
+        metrics = run / "metrics.jsonl"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and ranks[0].poll() is None:
+            if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.005)
+        assert ranks[0].poll() is None, ranks[0].communicate()[1]
+        ranks[1].send_signal(signal.SIGTERM)  # only the rank that rank 0 waits for
+        logs = [process.communicate(timeout=120)[1] for process in ranks]
+    finally:
+        for process in ranks:
+            if process.poll() is None:
+                process.kill()
+    assert [process.returncode for process in ranks] == [143, 143], logs
+    reached = ckpt.latest(run / "checkpoints")
+    assert reached is not None and 15 <= ckpt.load(reached)["step"] < 600
+    assert f"checkpoint written to {reached}" in logs[0]
+
+
 def test_signal_handlers_are_restored_after_fit(tmp_path: Path) -> None:
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     trainer = Trainer(parse_config(_raw(steps=5)), tmp_path / "run")
@@ -297,10 +347,10 @@ def test_list_into_a_pipe_never_shortens_a_name() -> None:
         env={**os.environ, "COLUMNS": "40"},
     )
     assert done.returncode == 0, done.stderr
+    assert "kozachenko-leonenko" in done.stdout and "…" not in done.stdout
     rows = [line.split() for line in done.stdout.splitlines()]
     assert rows[0] == ["name", "kind", "distribution", "version", "status"]
     assert ["kozachenko-leonenko", "divergence", "agekit"] in [row[:3] for row in rows]
-    assert "…" not in done.stdout
 
 
 def test_list_plain_flag(capsys: pytest.CaptureFixture[str]) -> None:
@@ -312,11 +362,16 @@ def test_list_plain_flag(capsys: pytest.CaptureFixture[str]) -> None:
 def test_resume_without_a_checkpoint_says_it_starts_fresh(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = _config_file(tmp_path, _raw(steps=5))
+    config = _config_file(tmp_path, _raw(steps=10))
     run = tmp_path / "run"
+    run.mkdir()
+    # An attempt killed before its first checkpoint left records behind.
+    (run / "metrics.jsonl").write_text('{"step": 5}\n{"step": 10}\n{"step": 15}\n')
     assert main(["train", str(config), "--run-dir", str(run), "--resume", "--quiet"]) == 0
     err = capsys.readouterr().err
     assert f"no checkpoint in {run / 'checkpoints'}; starting a fresh run at step 0" in err
+    assert _logged_steps(run) == [5, 10]
+    assert "kl_real" in (run / "metrics.jsonl").read_text().splitlines()[0]
 
 
 # 4. agekit evaluate -------------------------------------------------------------------------------
