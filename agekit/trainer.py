@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from agekit import checkpoint as ckpt
 from agekit import distributed
-from agekit.components import DataSource, EncoderGenerator, Prior
+from agekit.components import ComponentInputError, DataSource, EncoderGenerator, Prior
 from agekit.config import (
     DistributedConfig,
     ExperimentConfig,
@@ -567,7 +567,7 @@ class Trainer:
 
         self.encoder.requires_grad_(True)
         self.generator.requires_grad_(False)
-        with self._autocast():
+        with self._autocast(), self._non_finite_networks_reported():
             enc = game.encoder_step(
                 x, self._sample_z(batch), condition=condition, adversary_weight=adversary_weight
             )
@@ -582,7 +582,7 @@ class Trainer:
         gen_terms: dict[str, Tensor] = {}
         for _ in range(self.config.game.gen_steps_per_encoder_step):
             real = x if self.config.game.generator_data_weight > 0 else None
-            with self._autocast():
+            with self._autocast(), self._non_finite_networks_reported():
                 gen = game.generator_step(self._sample_z(batch), real, condition=condition)
             self._guard(gen.terms | {"generator_loss": gen.loss})
             self.opt_generator.zero_grad(set_to_none=True)
@@ -622,6 +622,34 @@ class Trainer:
             terms = dict(zip(terms, means, strict=True))
         return {key: float(value.detach()) for key, value in terms.items()}
 
+    @contextlib.contextmanager
+    def _non_finite_networks_reported(self) -> Iterator[None]:
+        """A step whose networks hold NaN or inf reports that, not a component's input check.
+
+        Non-finite weights give non-finite codes, which a divergence rejects as off the prior's
+        support before the terms reach :meth:`_guard`; the user should read the guard's message.
+        """
+        try:
+            yield
+        except ComponentInputError:
+            bad = [
+                f"{role}.{name}"
+                for role, net in (("encoder", self.encoder), ("generator", self.generator))
+                for name, value in net.state_dict().items()
+                if value.is_floating_point() and not bool(torch.isfinite(value).all())
+            ]
+            if not bad:
+                raise
+            raise TrainingDiverged(
+                f"step {self.step + 1}: non-finite values in {', '.join(bad[:3])}"
+                + (f" and {len(bad) - 3} more tensors" if len(bad) > 3 else "")
+                + f"; training stopped, {self._last_good()}"
+            ) from None
+
+    def _last_good(self) -> str:
+        last = ckpt.latest(self.checkpoint_dir)
+        return f"the last good checkpoint is {last}" if last else "no checkpoint had been written"
+
     def _guard(self, terms: dict[str, Tensor]) -> None:
         values = torch.stack([t.detach().float() for t in terms.values()])
         if self.dist is not None:
@@ -630,10 +658,9 @@ class Trainer:
         if bool(torch.isfinite(values).all()):
             return
         bad = [name for name, t in zip(terms, values, strict=True) if not bool(torch.isfinite(t))]
-        last = ckpt.latest(self.checkpoint_dir)
-        kept = f"the last good checkpoint is {last}" if last else "no checkpoint had been written"
         raise TrainingDiverged(
-            f"step {self.step + 1}: non-finite value in {', '.join(bad)}; training stopped, {kept}"
+            f"step {self.step + 1}: non-finite value in {', '.join(bad)}; training stopped, "
+            + self._last_good()
         )
 
     def fit(self, resume: bool = False, handle_signals: bool = False) -> TrainResult:

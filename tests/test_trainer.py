@@ -190,6 +190,24 @@ def test_nan_stops_training_naming_step_and_term(tmp_path: Path) -> None:
     assert ckpt.load(tmp_path / "run" / "checkpoints" / "step_00000020.pt")["step"] == 20
 
 
+def test_nan_weights_are_reported_by_the_guard_not_the_divergence(tmp_path: Path) -> None:
+    # NaN weights give NaN codes, which the divergence's input check rejects (codes off the
+    # sphere) before the terms reach the guard; the user must still read the guard's message.
+    trainer = Trainer(_config(steps=40), tmp_path / "run")
+    original = trainer.train_step
+
+    def poisoning_step() -> dict[str, float]:
+        if trainer.step == 25:
+            with torch.no_grad():
+                next(trainer.encoder.parameters()).fill_(float("nan"))
+        return original()
+
+    trainer.train_step = poisoning_step  # type: ignore[method-assign]
+    with pytest.raises(TrainingDiverged, match=r"step 26: non-finite values in encoder\.") as exc:
+        trainer.fit()
+    assert "step_00000020.pt" in str(exc.value)
+
+
 def test_epoch_budget_and_lr_drop(tmp_path: Path) -> None:
     config = _config(steps=None, epochs=3)
     config.optim.lr_drop_every = 1
