@@ -202,6 +202,20 @@ class Backbone(ABC):
 
 
 # Data sets ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClassifierSource:
+    """Where a data set's evaluation classifier comes from.
+
+    dataset: the registered digit data set whose TRAIN split trains agekit's classifier (ten
+    classes); when it is the evaluated data set itself, that instance is reused.
+    per_channel: classify each channel of an image on its own (Stacked MNIST: one digit per
+    channel; a sample's class is then sum_c digit_c * 10^(C-1-c)).
+    """
+
+    dataset: str
+    per_channel: bool = False
+
+
 class DataSource(ABC):
     """A data set with deterministic train and test splits.
 
@@ -211,6 +225,20 @@ class DataSource(ABC):
     """
 
     kind: ClassVar[Literal["image", "vector"]] = "image"
+
+    # What the data set supports, read by the metrics and by study planning; the defaults promise
+    # nothing. See docs/plugins.md.
+
+    #: The evaluation classifier behind classifier-based metrics (sample-quality, and mode coverage
+    #: with ``known_modes = "classifier"``): None when the data set's labels cannot serve one.
+    evaluation_classifier: ClassVar[ClassifierSource | None] = None
+    #: Known modes for the mode-coverage metric: "mixture" (the instance exposes ``modes`` (K, 2)
+    #: and ``mode_std``), "classifier" (the modes are the evaluation classifier's predicted
+    #: classes, composed over channels when it is per-channel) or None (no known modes).
+    known_modes: ClassVar[Literal["mixture", "classifier"] | None] = None
+    #: The metrics a study runs when it names none; None derives them from ``kind`` and the
+    #: capabilities above (see :func:`agekit.evaluation.default_metrics`).
+    default_metrics: ClassVar[tuple[str, ...] | None] = None
 
     @property
     @abstractmethod
@@ -245,8 +273,20 @@ class DataSource(ABC):
 
 
 # Metrics -----------------------------------------------------------------------------------------
+#: Which way a headline number is better; "reference" marks a baseline shown beside the others.
+Direction = Literal["lower", "higher", "reference"]
+
+
 class Metric(ABC):
     """An evaluation of a trained model: named numbers plus the protocol that produced them."""
+
+    #: The result keys study reports show first, in this order, with the direction that is better.
+    #: Comparisons of "lower"/"higher" keys are tested (Holm-adjusted); "reference" keys are shown
+    #: but not tested. Other numeric keys follow in alphabetical order.
+    headline: ClassVar[dict[str, Direction]] = {}
+    #: Where this metric's headline keys come in a report: smallest first, ties by metric name.
+    #: The built-ins use 10-60; a plugin keeps the default and comes after them.
+    headline_order: ClassVar[int] = 100
 
     @abstractmethod
     def __call__(self, context: Any) -> dict[str, Any]: ...

@@ -12,25 +12,42 @@ import torch
 
 from agekit import checkpoint as ckpt
 from agekit.batchnorm import reestimate_batchnorm
-from agekit.components import ComponentInputError, Divergence, EvaluationContext, Prior
+from agekit.components import (
+    ComponentInputError,
+    DataSource,
+    Divergence,
+    EvaluationContext,
+    Prior,
+)
 from agekit.config import Component
 from agekit.registry import REGISTRY, RegistryError, create
 
-#: The metrics a study runs when it names none, by kind of data.
-DEFAULT_METRICS: dict[str, list[str]] = {
-    "image": ["reconstruction", "latent-divergence"],
-    "vector": ["reconstruction", "mode-coverage", "latent-divergence"],
-}
-#: Image data sets for which agekit trains its own evaluation classifier.
-CLASSIFIER_DATASETS = ("digits", "mnist5k", "stacked-mnist")
 
+def default_metrics(
+    dataset: str | DataSource | type[DataSource], kind: str | None = None
+) -> list[str]:
+    """The metrics a study runs on ``dataset`` (a registered name, a class or an instance) when it
+    names none.
 
-def default_metrics(dataset: str, kind: str) -> list[str]:
-    names = list(DEFAULT_METRICS[kind])
-    if dataset in CLASSIFIER_DATASETS:
-        names.insert(1, "sample-quality")
-    if dataset == "stacked-mnist":
-        names.insert(2, "mode-coverage")
+    A data set that declares ``default_metrics`` gets exactly those. Otherwise they follow from
+    what it declares: reconstruction; sample-quality when it has an ``evaluation_classifier``;
+    mode-coverage when it has ``known_modes`` or is vector data; latent-divergence. ``kind``
+    overrides the data set's own ``kind`` (for data sets registered as factories, whose class is
+    not known before they are created).
+    """
+    source: Any = REGISTRY.load("dataset", dataset) if isinstance(dataset, str) else dataset
+    declared = getattr(source, "default_metrics", None)
+    if declared is not None:
+        return list(declared)
+    kind = kind if kind is not None else getattr(source, "kind", "image")
+    if kind not in ("image", "vector"):
+        raise ValueError(f"data kind must be 'image' or 'vector', got {kind!r}")
+    names = ["reconstruction"]
+    if getattr(source, "evaluation_classifier", None) is not None:
+        names.append("sample-quality")
+    if getattr(source, "known_modes", None) is not None or kind == "vector":
+        names.append("mode-coverage")
+    names.append("latent-divergence")
     return names
 
 

@@ -13,10 +13,12 @@ import torch
 from PIL import Image
 
 import agekit
+from agekit.components import ClassifierSource, DataSource
 from agekit.datasets import NO_LABEL, DatasetNotFoundError
 from agekit.datasets._common import split_indices
 from agekit.datasets.embedded import MNIST5k, StackedMNIST
-from agekit.registry import ComponentOptionsError
+from agekit.evaluation import default_metrics
+from agekit.registry import REGISTRY, ComponentOptionsError
 
 EMBEDDED = ["digits", "mnist5k", "stacked-mnist"]
 TOY = ["ring8", "grid25"]
@@ -434,3 +436,61 @@ def test_fake_svhn_and_lazy_shape(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     pixels = loadmat(str(tmp_path / "test_32x32.mat"))["X"]  # (H, W, C, N)
     expected = torch.from_numpy(pixels.transpose(3, 2, 0, 1).astype(np.float32) / 127.5 - 1)
     assert torch.allclose(full, expected, atol=1e-6)
+
+
+# what each data set declares -----------------------------------------------------------------
+#: The name-keyed tables that the declarations replaced (evaluation.CLASSIFIER_DATASETS,
+#: metrics.classifier.CLASSIFIER_SOURCES, metrics.modes.MIXTURE_DATASETS / STACKED_DATASETS).
+CLASSIFIERS = {
+    "digits": ClassifierSource("digits"),
+    "mnist5k": ClassifierSource("mnist5k"),
+    "stacked-mnist": ClassifierSource("mnist5k", per_channel=True),
+}
+KNOWN_MODES = {"ring8": "mixture", "grid25": "mixture", "stacked-mnist": "classifier"}
+DEFAULTS = {
+    "digits": ["reconstruction", "sample-quality", "latent-divergence"],
+    "mnist5k": ["reconstruction", "sample-quality", "latent-divergence"],
+    "stacked-mnist": ["reconstruction", "sample-quality", "mode-coverage", "latent-divergence"],
+    "ring8": ["reconstruction", "mode-coverage", "latent-divergence"],
+    "grid25": ["reconstruction", "mode-coverage", "latent-divergence"],
+}
+
+
+@pytest.mark.parametrize("name", [*ALL, "colour-crops", "lab-folder"])
+def test_capabilities_are_declared_on_the_class(name: str) -> None:
+    cls = REGISTRY.load("dataset", name)
+    assert cls.evaluation_classifier == CLASSIFIERS.get(name)
+    assert cls.known_modes == KNOWN_MODES.get(name)
+    expected = DEFAULTS.get(name, ["reconstruction", "latent-divergence"])
+    assert default_metrics(name, cls.kind) == expected
+    assert default_metrics(name) == expected
+    assert default_metrics(cls) == expected
+
+
+def test_default_metrics_follow_the_declarations() -> None:
+    class Plain(DataSource):
+        @property
+        def shape(self) -> tuple[int, ...]:
+            return (2,)
+
+        def split(self, name: Any) -> Any:
+            raise NotImplementedError
+
+    class Vector(Plain):
+        kind = "vector"
+
+    class Classified(Plain):
+        evaluation_classifier = ClassifierSource("digits")
+
+    class Declared(Classified):
+        default_metrics = ("reconstruction", "my-metric")
+
+    assert default_metrics(Plain) == ["reconstruction", "latent-divergence"]
+    assert default_metrics(Vector) == ["reconstruction", "mode-coverage", "latent-divergence"]
+    assert default_metrics(Classified) == [
+        "reconstruction",
+        "sample-quality",
+        "latent-divergence",
+    ]
+    assert default_metrics(Declared) == ["reconstruction", "my-metric"]
+    assert default_metrics(Declared()) == ["reconstruction", "my-metric"]

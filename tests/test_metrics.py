@@ -21,6 +21,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 import agekit
 from agekit.components import (
+    ClassifierSource,
     DataSource,
     Divergence,
     Encoder,
@@ -28,6 +29,7 @@ from agekit.components import (
     Generator,
     Prior,
 )
+from agekit.metrics import classifier as classifier_module
 from agekit.metrics import (
     density_coverage,
     frechet_distance,
@@ -396,6 +398,68 @@ def test_metrics_name_unsupported_data_sets() -> None:
         SampleQuality()(context)
     with pytest.raises(ValueError, match="'toy'"):
         ModeCoverage()(context)
+
+
+def test_unsupported_data_set_errors_list_the_data_sets_that_declare_support() -> None:
+    data = _toy_images()
+    prior = GaussianPrior(16)
+    context = _context(data, FlattenEncoder(prior, 16), ReshapeGenerator((1, 4, 4)), prior, "toy")
+    with pytest.raises(ValueError, match=r"'toy'.*support digits, mnist5k, stacked-mnist"):
+        SampleQuality()(context)
+    with pytest.raises(ValueError, match=r"'toy'.*supports grid25, ring8, stacked-mnist"):
+        ModeCoverage()(context)
+
+
+class StackedPairs(TensorData):
+    """Two-channel images under a name no table knows: only the declarations tell the metrics."""
+
+    evaluation_classifier = ClassifierSource("mnist5k", per_channel=True)
+    known_modes = "classifier"
+
+
+class OwnDigits(TensorData):
+    evaluation_classifier = ClassifierSource("own-digits")
+
+
+def _fake_load_or_train(calls: list[dict[str, Any]]) -> Any:
+    def load(source: str, cache_dir: Any, image_size: int = 32, data: Any = None) -> Any:
+        calls.append({"source": source, "image_size": image_size, "data": data})
+        torch.manual_seed(0)
+        return DigitCNN().eval(), {"dataset": source}
+
+    return load
+
+
+def test_classifier_metrics_read_the_data_sets_declaration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(classifier_module, "load_or_train", _fake_load_or_train(calls))
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(16, 2, 8, 8, generator=g) * 2 - 1
+    data = StackedPairs((images, torch.zeros(16)), (images, torch.zeros(16)))
+    prior = GaussianPrior(128)
+    context = _context(
+        data, FlattenEncoder(prior, 128), ReshapeGenerator((2, 8, 8)), prior, "pairs"
+    )
+    out = ModeCoverage(n_samples_stacked=40, batch_size=16)(context)
+    # Per channel: ten classes per channel, two channels -> 100 modes.
+    assert out["num_modes"] == 100 and 1 <= out["modes_captured"] <= 40
+    assert out["protocol"]["protocol"] == "Stacked MNIST, per-channel classifier"
+    assert out["protocol"]["classifier"] == {"dataset": "mnist5k", "per_channel": True}
+    # The source is another data set, so it is created from its name, not taken from the context.
+    assert calls == [{"source": "mnist5k", "image_size": 8, "data": None}]
+
+    calls.clear()
+    grey = images[:, :1]
+    own = OwnDigits((grey, torch.zeros(16)), (grey, torch.zeros(16)))
+    prior = GaussianPrior(64)
+    quality = SampleQuality(n_samples=16, k=2, kid_subsets=2, kid_subset_size=8)(
+        _context(own, FlattenEncoder(prior, 64), ReshapeGenerator((1, 8, 8)), prior, "own-digits")
+    )
+    # The evaluated data set is its own source: the metric reuses the instance.
+    assert calls == [{"source": "own-digits", "image_size": 8, "data": own}]
+    assert quality["protocol"]["classifier"]["per_channel"] is False
 
 
 class MeanNormSquared(Divergence):

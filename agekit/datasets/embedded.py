@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
-from agekit.components import DataSource
+from agekit.components import ClassifierSource, DataSource
 from agekit.datasets._common import (
     Fit,
     SplitName,
@@ -122,6 +122,7 @@ class Digits(_Embedded):
     """
 
     _name = "digits"
+    evaluation_classifier = ClassifierSource("digits")
 
     def __init__(
         self,
@@ -141,6 +142,7 @@ class MNIST5k(_Embedded):
     """
 
     _name = "mnist5k"
+    evaluation_classifier = ClassifierSource("mnist5k")
 
     def __init__(
         self,
@@ -172,6 +174,11 @@ class StackedMNIST(DataSource):
     train-split digits and ``test_size`` test stacks from the test-split digits only, so no test
     stack shares a digit image with training.
     """
+
+    # Each channel is one MNIST5k digit: the mnist5k classifier reads them one at a time, and the
+    # three predictions compose the 1,000 modes.
+    evaluation_classifier = ClassifierSource("mnist5k", per_channel=True)
+    known_modes = "classifier"
 
     def __init__(
         self,

@@ -22,6 +22,7 @@ class _Mixture(DataSource):
     """
 
     kind = "vector"
+    known_modes = "mixture"
 
     def __init__(self, modes: Tensor, size: int, test_size: int, std: float, seed: int) -> None:
         self.size = check_positive("size", size)

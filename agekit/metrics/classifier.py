@@ -2,10 +2,11 @@
 
 No pretrained network can be downloaded, so sample-quality and Stacked-MNIST mode metrics use a
 small CNN trained here, deterministically, on the TRAIN split of the digit data set behind the
-evaluated one ('digits' -> 'digits', 'mnist5k' and 'stacked-mnist' -> 'mnist5k'; Stacked MNIST is
-classified one channel at a time). Weights are cached under ``<cache_dir>/classifiers/`` keyed by
-the source data set and a hash of the training protocol; the protocol, with the measured test
-accuracy, is saved beside the weights as JSON and travels with every score computed from them.
+evaluated one, which the evaluated data set declares as its ``evaluation_classifier`` ('digits' ->
+'digits', 'mnist5k' and 'stacked-mnist' -> 'mnist5k'; Stacked MNIST is classified one channel at a
+time). Weights are cached under ``<cache_dir>/classifiers/`` keyed by the source data set and a
+hash of the training protocol; the protocol, with the measured test accuracy, is saved beside the
+weights as JSON and travels with every score computed from them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -24,14 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agekit.components import DataSource, EvaluationContext
-
-#: evaluated data set -> (data set the classifier is trained on, classified per channel?)
-CLASSIFIER_SOURCES: dict[str, tuple[str, bool]] = {
-    "digits": ("digits", False),
-    "mnist5k": ("mnist5k", False),
-    "stacked-mnist": ("mnist5k", True),
-}
+from agekit.components import ClassifierSource, DataSource, EvaluationContext
 
 #: Bump when the training code changes in a way the protocol fields do not capture, so that stale
 #: cached weights are not reused.
@@ -355,17 +349,40 @@ def load_or_train(
     return net, record
 
 
+def registered_datasets_where(test: Callable[[type[DataSource]], bool]) -> list[str]:
+    """Names of the registered data set classes that pass ``test``, for error messages.
+
+    Imports every data set's module; broken plugins and factories (not classes) are left out.
+    """
+    from agekit.registry import REGISTRY, RegistryError  # late: keeps metric imports light
+
+    names = []
+    for name in REGISTRY.available("dataset"):
+        try:
+            obj = REGISTRY.load("dataset", name)
+        except RegistryError:
+            continue
+        if isinstance(obj, type) and issubclass(obj, DataSource) and test(obj):
+            names.append(name)
+    return names
+
+
 def classifier_for(context: EvaluationContext) -> EvaluationClassifier:
-    """The evaluation classifier for ``context.dataset_name``; a clear error if there is none."""
+    """The evaluation classifier ``context.data`` declares; a clear error if it declares none."""
     name = context.dataset_name
-    if name not in CLASSIFIER_SOURCES:
+    declared: ClassifierSource | None = getattr(context.data, "evaluation_classifier", None)
+    if declared is None:
+        supported = registered_datasets_where(lambda cls: cls.evaluation_classifier is not None)
         raise ValueError(
             f"no evaluation classifier for data set {name!r}: classifier-based metrics support "
-            f"{', '.join(sorted(CLASSIFIER_SOURCES))}"
+            f"{', '.join(supported)} (data sets that declare an `evaluation_classifier`)"
         )
-    source, per_channel = CLASSIFIER_SOURCES[name]
     image_size = int(context.data.shape[-1])
     # Reuse the evaluated data set when it is the source; Stacked MNIST needs plain mnist5k.
-    data = context.data if source == name else None
-    net, record = load_or_train(source, context.cache_dir, image_size=image_size, data=data)
-    return EvaluationClassifier(net, record, per_channel=per_channel, device=context.device)
+    data = context.data if declared.dataset == name else None
+    net, record = load_or_train(
+        declared.dataset, context.cache_dir, image_size=image_size, data=data
+    )
+    return EvaluationClassifier(
+        net, record, per_channel=declared.per_channel, device=context.device
+    )

@@ -3,13 +3,13 @@ and ab reconstruction, on held-out data."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from agekit.color import AB_SCALE, network_to_rgb
-from agekit.components import DataSource, EvaluationContext, Metric
+from agekit.components import DataSource, Direction, EvaluationContext, Metric
 from agekit.metrics.classifier import network_mode
 
 
@@ -75,6 +75,15 @@ class Colorization(Metric):
       ``zero_ab_l1``: the same error of an all-grey prediction (ab = 0), a baseline.
     ``bn_mode`` as in the reconstruction metric.
     """
+
+    headline: ClassVar[dict[str, Direction]] = {
+        "diversity": "higher",
+        "ab_recon_l1": "lower",
+        "zero_ab_l1": "reference",
+        "colourfulness": "higher",
+        "real_colourfulness": "reference",
+    }
+    headline_order: ClassVar[int] = 60
 
     def __init__(
         self,

@@ -12,13 +12,13 @@ original papers: compare them with numbers computed the same way, not with publi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from agekit.components import EvaluationContext, Metric
+from agekit.components import Direction, EvaluationContext, Metric
 from agekit.metrics.classifier import generate_samples, load_split
 from agekit.metrics.features import frechet_distance
 
@@ -91,6 +91,12 @@ def inception_score(probabilities: np.ndarray, splits: int = 10) -> tuple[float,
 
 class Inception(Metric):
     """Inception score of generator samples and FID between them and the test split."""
+
+    # No headline keys yet: declaring inception_score ("higher") and fid_inception ("lower")
+    # would add their comparisons to a study's Holm family and so change the adjusted p-values of
+    # existing reports. Reports list the keys after the headline keys.
+    headline: ClassVar[dict[str, Direction]] = {}
+    headline_order: ClassVar[int] = 50
 
     def __init__(
         self,

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
-from agekit.components import EvaluationContext, Metric
+from agekit.components import Direction, EvaluationContext, Metric
 from agekit.metrics.classifier import generate_samples, load_split, network_mode
 
 
@@ -21,6 +21,12 @@ class LatentDivergence(Metric):
 
     Results are flat keys ``'<divergence>_real'`` and ``'<divergence>_fake'``.
     """
+
+    # No headline keys: they depend on the installed divergences, and '<divergence>_fake' has no
+    # better direction (the encoder drives it up, the generator down). Reports list them after
+    # the headline keys.
+    headline: ClassVar[dict[str, Direction]] = {}
+    headline_order: ClassVar[int] = 40
 
     def __init__(
         self,

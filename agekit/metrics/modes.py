@@ -1,6 +1,7 @@
 """Mode coverage: the PacGAN protocol on 2-D mixtures and the Stacked-MNIST 1,000-mode count.
 
-Definitions used throughout (estimators.md, "Mode-coverage protocols and published numbers"):
+Which protocol applies is declared by the data set (``DataSource.known_modes``). Definitions used
+throughout (estimators.md, "Mode-coverage protocols and published numbers"):
 
 * 2-D mixtures (ring8, grid25): 2,500 samples; a sample is *high quality* when its Euclidean
   distance to the nearest mode is at most ``quality_std`` (3) mode standard deviations; a mode is
@@ -17,17 +18,19 @@ Definitions used throughout (estimators.md, "Mode-coverage protocols and publish
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from agekit.components import EvaluationContext, Metric
-from agekit.metrics.classifier import classifier_for, generate_samples, network_mode
-
-MIXTURE_DATASETS = ("ring8", "grid25")
-STACKED_DATASETS = ("stacked-mnist",)
+from agekit.components import Direction, EvaluationContext, Metric
+from agekit.metrics.classifier import (
+    classifier_for,
+    generate_samples,
+    network_mode,
+    registered_datasets_where,
+)
 
 
 def kl_to_uniform(counts: Any) -> float:
@@ -91,12 +94,22 @@ def stacked_mode_statistics(modes: Tensor | np.ndarray, num_modes: int = 1000) -
 class ModeCoverage(Metric):
     """Mode coverage of generator samples on ring8 / grid25 (PacGAN) and Stacked MNIST.
 
-    2-D mixtures use the data set's own ``modes`` and ``mode_std`` attributes, so the reference is
-    exactly the mixture the model was trained on. Stacked MNIST uses ``n_samples_stacked`` samples
-    (26,000 as in VEEGAN / PacGAN) and the per-channel classifier; the classifier's protocol and
-    test accuracy are returned under ``protocol['classifier']``: mode counts are only as good as it.
+    The data set says which protocol applies through its ``known_modes`` declaration.
+    2-D mixtures ("mixture", or any data set exposing ``modes`` and ``mode_std``) use the data
+    set's own ``modes`` and ``mode_std`` attributes, so the reference is exactly the mixture the
+    model was trained on. Classifier modes ("classifier", Stacked MNIST) use
+    ``n_samples_stacked`` samples (26,000 as in VEEGAN / PacGAN) and the data set's evaluation
+    classifier (per channel for Stacked MNIST: 10^3 modes); the classifier's protocol and test
+    accuracy are returned under ``protocol['classifier']``: mode counts are only as good as it.
     Any other data set raises a ValueError naming it.
     """
+
+    headline: ClassVar[dict[str, Direction]] = {
+        "modes_captured": "higher",
+        "high_quality_percent": "higher",
+        "reverse_kl": "lower",
+    }
+    headline_order: ClassVar[int] = 30
 
     def __init__(
         self,
@@ -126,7 +139,8 @@ class ModeCoverage(Metric):
             "bn_mode": self.bn_mode,
             "reverse_kl": "KL(p_model || uniform) over modes, nats, 0 log 0 = 0",
         }
-        if name in MIXTURE_DATASETS or hasattr(context.data, "modes"):
+        known = getattr(context.data, "known_modes", None)
+        if known == "mixture" or (known is None and hasattr(context.data, "modes")):
             modes = getattr(context.data, "modes", None)
             std = getattr(context.data, "mode_std", None)
             if modes is None or std is None:
@@ -144,8 +158,11 @@ class ModeCoverage(Metric):
                 "mode_std": float(std),
             }
             return {**result, "protocol": protocol}
-        if name in STACKED_DATASETS:
+        if known == "classifier":
             classifier = classifier_for(context)
+            # Ten digit classes, composed over the channels by a per-channel classifier.
+            channels = int(context.data.shape[0]) if classifier.per_channel else 1
+            num_modes = 10**channels
             predicted: list[Tensor] = []
             # Generate and classify chunk by chunk: 26,000 3x32x32 images would be 320 MB at once.
             chunk = 5000
@@ -159,16 +176,21 @@ class ModeCoverage(Metric):
                         for z in z_all[start : start + chunk].split(self.batch_size)
                     ]
                     predicted.append(classifier.predict(torch.cat(images)))
-            result = stacked_mode_statistics(torch.cat(predicted), 1000)
+            result = stacked_mode_statistics(torch.cat(predicted), num_modes)
             protocol = {
                 **base,
-                "protocol": "Stacked MNIST, per-channel classifier",
+                "protocol": (
+                    "Stacked MNIST, per-channel classifier"
+                    if classifier.per_channel
+                    else "classifier classes"
+                ),
                 "n_samples": self.n_samples_stacked,
                 "classifier": classifier.protocol,
             }
             return {**result, "protocol": protocol}
+        supported = registered_datasets_where(lambda cls: cls.known_modes is not None)
         raise ValueError(
             f"mode coverage is not defined for data set {name!r}: it supports "
-            f"{', '.join(MIXTURE_DATASETS + STACKED_DATASETS)} (or any data set exposing `modes` "
-            "and `mode_std`)"
+            f"{', '.join(supported)} (data sets that declare `known_modes`, or any data set "
+            "exposing `modes` and `mode_std`)"
         )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from agekit.components import EvaluationContext, Metric
+from agekit.components import Direction, EvaluationContext, Metric
 from agekit.metrics.classifier import load_split, network_mode
 
 
@@ -19,6 +19,12 @@ class Reconstruction(Metric):
     statistics; 'train' uses batch statistics as the reference AGE code does (then results depend
     on ``batch_size``, which is why it is in the protocol). The networks' own modes are restored.
     """
+
+    headline: ClassVar[dict[str, Direction]] = {
+        "recon_l1": "lower",
+        "mean_image_l1": "reference",
+    }
+    headline_order: ClassVar[int] = 10
 
     def __init__(
         self,

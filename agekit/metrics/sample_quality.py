@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
-from agekit.components import EvaluationContext, Metric
+from agekit.components import Direction, EvaluationContext, Metric
 from agekit.filters import median_filter
 from agekit.metrics.classifier import classifier_for, generate_samples, load_split
 from agekit.metrics.features import (
@@ -53,9 +53,24 @@ class SampleQuality(Metric):
       the rarest class's share (0.1 when balanced, 0 when a class is missing). For Stacked MNIST
       the classes are the three-digit modes (see ``mode-coverage`` for those counts).
 
-    Supported data sets: 'digits', 'mnist5k', 'stacked-mnist'; any other raises a ValueError that
-    names it.
+    Supported data sets: those declaring an ``evaluation_classifier`` (built-in: 'digits',
+    'mnist5k', 'stacked-mnist'); any other raises a ValueError that names it.
     """
+
+    headline: ClassVar[dict[str, Direction]] = {
+        "fd_classifier": "lower",
+        "kid": "lower",
+        "precision": "higher",
+        "recall": "higher",
+        "density": "higher",
+        "coverage": "higher",
+        "pixel_precision": "higher",
+        "pixel_recall": "higher",
+        "speckle_ratio": "lower",
+        "class_kl_uniform": "lower",
+        "min_class_share": "higher",
+    }
+    headline_order: ClassVar[int] = 20
 
     def __init__(
         self,

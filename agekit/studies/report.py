@@ -9,6 +9,7 @@ import itertools
 import json
 import math
 from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,29 +19,64 @@ from rich.console import Console
 from rich.table import Table
 from scipy import stats
 
+from agekit.components import Direction
 from agekit.evaluation import write_json_atomic
+from agekit.registry import REGISTRY, RegistryError
 
 console = Console()
 
-#: Metrics shown first, with the direction that is better.
-HEADLINE: dict[str, str] = {
-    "reconstruction.recon_l1": "lower",
-    "reconstruction.mean_image_l1": "reference",
-    "sample-quality.fd_classifier": "lower",
-    "sample-quality.kid": "lower",
-    "sample-quality.precision": "higher",
-    "sample-quality.recall": "higher",
-    "sample-quality.density": "higher",
-    "sample-quality.coverage": "higher",
-    "mode-coverage.modes_captured": "higher",
-    "mode-coverage.high_quality_percent": "higher",
-    "mode-coverage.reverse_kl": "lower",
-    "colorization.diversity": "higher",
-    "colorization.ab_recon_l1": "lower",
-    "colorization.zero_ab_l1": "reference",
-    "colorization.colourfulness": "higher",
-    "colorization.real_colourfulness": "reference",
-}
+
+def headline(metrics: Iterable[str] | None = None) -> dict[str, Direction]:
+    """'metric.key' -> the direction that is better ("lower", "higher" or "reference"), in report
+    order, for the named metrics (default: every registered metric).
+
+    Each metric class declares its own keys (``Metric.headline``) and where they come
+    (``Metric.headline_order``, ties by name), so a plugin metric's headline keys reach reports
+    without any change here. A metric that is no longer installed, or is broken, has none.
+    """
+    names = REGISTRY.available("metric") if metrics is None else sorted(set(metrics))
+    declared: list[tuple[int, str, dict[str, Direction]]] = []
+    for name in names:
+        try:
+            component = REGISTRY.load("metric", name)
+        except RegistryError:
+            continue
+        keys = dict(getattr(component, "headline", None) or {})
+        if keys:
+            declared.append((int(getattr(component, "headline_order", 100)), name, keys))
+    return {
+        f"{name}.{key}": direction
+        for _, name, keys in sorted(declared, key=lambda item: item[:2])
+        for key, direction in keys.items()
+    }
+
+
+class _RegisteredHeadline(Mapping[str, Direction]):
+    """:func:`headline` of every registered metric, looked up on each use (read-only)."""
+
+    def __getitem__(self, key: str) -> Direction:
+        return headline()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(headline())
+
+    def __len__(self) -> int:
+        return len(headline())
+
+
+#: Headline keys of every registered metric, in report order, with the direction that is better.
+HEADLINE: Mapping[str, Direction] = _RegisteredHeadline()
+
+
+def _metric_names(keys: Iterable[str]) -> set[str]:
+    return {key.split(".", 1)[0] for key in keys}
+
+
+def _summary_headline(summary: dict[str, Any]) -> dict[str, Direction]:
+    """:func:`headline` of the metrics a summary holds."""
+    return headline(
+        _metric_names(key for cell in summary["cells"].values() for key in cell["metrics"])
+    )
 
 
 @dataclass
@@ -163,7 +199,8 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
                 comparison.update(setting=setting, metric=key, a=first, b=second)
                 comparisons.append(comparison)
     # One family per study: the comparisons of headline metrics that the report tests.
-    tested = [c for c in comparisons if HEADLINE.get(c["metric"]) in ("lower", "higher")]
+    directions = headline(metric for record in records for metric in record["metrics"])
+    tested = [c for c in comparisons if directions.get(c["metric"]) in ("lower", "higher")]
     for comparison, adjusted in zip(
         tested, holm_adjust([c["p_value"] for c in tested]), strict=True
     ):
@@ -184,10 +221,10 @@ def _ci_text(stat: dict[str, Any]) -> str:
     return f"{_fmt(stat['mean'])} [{_fmt(low)}, {_fmt(high)}] (n={stat['n']})"
 
 
-def _ordered_metrics(summary: dict[str, Any]) -> list[str]:
+def _ordered_metrics(summary: dict[str, Any], directions: Mapping[str, Direction]) -> list[str]:
     present = {key for cell in summary["cells"].values() for key in cell["metrics"]}
-    head = [key for key in HEADLINE if key in present]
-    rest = sorted(key for key in present if key not in HEADLINE)
+    head = [key for key in directions if key in present]
+    rest = sorted(key for key in present if key not in directions)
     return head + rest
 
 
@@ -236,7 +273,8 @@ def _write_csv(summary: dict[str, Any], path: Path) -> None:
 
 
 def _print_table(summary: dict[str, Any]) -> None:
-    keys = [k for k in _ordered_metrics(summary) if k in HEADLINE]
+    directions = _summary_headline(summary)
+    keys = [k for k in _ordered_metrics(summary, directions) if k in directions]
     for setting in sorted({e["setting"] for e in summary["cells"].values()}):
         table = Table(title=f"{summary['study']}: {setting} (mean [95% CI] over seeds)")
         table.add_column("cell", no_wrap=True)
@@ -263,6 +301,7 @@ def _markdown(
     folder: Path,
     study: dict[str, Any] | None = None,
 ) -> str:
+    directions = _summary_headline(summary)
     lines = [f"# Study: {summary['study']}", ""]
     if summary["question"]:
         lines += [f"**Question.** {summary['question']}", ""]
@@ -283,7 +322,9 @@ def _markdown(
     for setting in sorted({e["setting"] for e in summary["cells"].values()}):
         cells = {c: e for c, e in summary["cells"].items() if e["setting"] == setting}
         keys = [
-            k for k in _ordered_metrics(summary) if any(k in e["metrics"] for e in cells.values())
+            k
+            for k in _ordered_metrics(summary, directions)
+            if any(k in e["metrics"] for e in cells.values())
         ]
         lines += [
             f"## {setting}",
@@ -292,7 +333,7 @@ def _markdown(
             "|---|" + "---|" * len(cells),
         ]
         for key in keys:
-            direction = HEADLINE.get(key, "")
+            direction = directions.get(key, "")
             label = f"{key} ({direction} is better)" if direction in ("lower", "higher") else key
             lines.append(
                 f"| {label} | "
@@ -307,8 +348,8 @@ def _markdown(
             c
             for c in summary["comparisons"]
             if c["setting"] == setting
-            and c["metric"] in HEADLINE
-            and HEADLINE[c["metric"]] != "reference"
+            and c["metric"] in directions
+            and directions[c["metric"]] != "reference"
         ]
         if comparisons:
             lines += ["**Paired comparisons** (difference a − b):", ""]
@@ -373,6 +414,7 @@ def _figures(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    directions = _summary_headline(summary)
     out = folder / "figures"
     out.mkdir(exist_ok=True)
     made: dict[str, list[str]] = defaultdict(list)
@@ -410,8 +452,8 @@ def _figures(
         # Metric comparison with intervals.
         keys = [
             k
-            for k in HEADLINE
-            if HEADLINE[k] != "reference"
+            for k in directions
+            if directions[k] != "reference"
             and any(k in summary["cells"][c]["metrics"] for c in cells)
         ]
         if keys:
@@ -434,7 +476,7 @@ def _figures(
                     color=[f"C{i}" for i in range(len(means))],
                 )
                 axis.set_xticks(range(len(means)), labels, rotation=30, ha="right", fontsize=7)
-                axis.set_title(f"{key.split('.', 1)[1]} ({HEADLINE[key]})", fontsize=9)
+                axis.set_title(f"{key.split('.', 1)[1]} ({directions[key]})", fontsize=9)
             fig.tight_layout()
             name = f"figures/metrics_{setting}.png"
             fig.savefig(folder / name, dpi=90)
