@@ -629,3 +629,29 @@ def test_sample_quality_and_stacked_modes_on_real_data(tmp_path: Path) -> None:
     )
     assert modes["modes_captured"] == pytest.approx(len(set(test_labels.tolist())), rel=0.1)
     assert modes["protocol"]["classifier"]["per_channel"] is True
+
+
+def test_reconstruction_reports_whether_digits_keep_their_label(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(classifier_module, "load_or_train", _fake_load_or_train([]))
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(40, 1, 8, 8, generator=g) * 2 - 1
+    labels = torch.randint(0, 10, (40,), generator=g)
+    own = OwnDigits((images, labels), (images, labels))
+    prior = GaussianPrior(64)
+    encoder = FlattenEncoder(prior, 64)
+    encoder.norm.eps = 0.0  # eval mode with fresh running statistics: exactly the identity
+    identity = Reconstruction(n_samples=40)(
+        _context(own, encoder, ReshapeGenerator((1, 8, 8)), prior, "own-digits")
+    )
+    # g(e(x)) = x: the reconstructions are classified exactly as the test images are.
+    assert identity["recon_label_accuracy"] == identity["label_accuracy_real"]
+    constant = ConstantGenerator(images[0])
+    out = Reconstruction(n_samples=40)(_context(own, encoder, constant, prior, "own-digits"))
+    # Every reconstruction is one image: right exactly as often as its class is the label.
+    torch.manual_seed(0)
+    predicted = int(DigitCNN().eval()(images[:1]).argmax())
+    assert out["recon_label_accuracy"] == pytest.approx(
+        float((labels == predicted).double().mean())
+    )
