@@ -1,14 +1,30 @@
-"""The AGE objectives: signs, which network each step can change, detachment of fakes."""
+"""The AGE objectives: signs, which network each step can change, detachment of fakes.
+
+The first tests call :class:`AGEGame` directly. The trainer-step tests drive the real
+:meth:`Trainer.train_step` and watch it from outside, without re-implementing it: step hooks on
+the two optimisers snapshot both networks (parameters, buffers, gradients, ``requires_grad``)
+around every optimiser step, and the batch and the codes z the trainer draws are recorded, so
+that an oracle can recompute each step's loss on copies of the networks and compare gradients
+and batch-norm statistics bit for bit.
+"""
 
 from __future__ import annotations
 
 import copy
+import itertools
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 import torch
+from torch import Tensor, nn
 
 import agekit
+from agekit.config import parse_config
 from agekit.game import AGEGame, GameWeights
+from agekit.trainer import Trainer
 
 
 def _game(weights: GameWeights | None = None) -> AGEGame:
@@ -24,10 +40,6 @@ def _game(weights: GameWeights | None = None) -> AGEGame:
         agekit.create("loss", "l2"),
         weights,
     )
-
-
-def _params(module: torch.nn.Module) -> list[torch.Tensor]:
-    return [p.detach().clone() for p in module.parameters()]
 
 
 def test_generator_loss_is_divergence_plus_lambda_latent_reconstruction() -> None:
@@ -73,64 +85,346 @@ def test_encoder_step_does_not_reach_the_generator_through_fakes() -> None:
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in game.encoder.parameters())
 
 
-@pytest.mark.parametrize("step", ["encoder", "generator"])
-def test_each_step_changes_only_its_own_network(step: str) -> None:
-    """Run the trainer's step and check the other network's parameters are bit-identical."""
-    from agekit.config import parse_config
-    from agekit.trainer import Trainer
+# The trainer's step, watched from outside ---------------------------------------------------------
 
-    config = parse_config(
-        {
-            "data": {"name": "ring8", "batch_size": 32, "options": {"size": 512, "test_size": 64}},
-            "prior": {"name": "sphere", "dim": 4},
-            "backbone": {"name": "mlp", "options": {"hidden": 16, "depth": 2}},
-            "game": {"gen_steps_per_encoder_step": 1 if step == "encoder" else 2},
-            "train": {"steps": 1, "device": "cpu"},
-        }
+NETS = ("encoder", "generator")
+GEN_STEPS = 2  # generator updates per iteration (the default); two show that grads do not pile up
+ITERATIONS = 2  # the second starts with the first one's gradients still on the networks
+
+#: A DCGAN of width 4 on 32 px digits (batch norm in both networks) and a small MLP on 2-D data.
+TRAINER_CASES: dict[str, dict[str, Any]] = {
+    "dcgan-batchnorm": {
+        "data": {"name": "digits", "batch_size": 16, "options": {"image_size": 32}},
+        "prior": {"name": "sphere", "dim": 8},
+        "backbone": {"name": "dcgan", "options": {"width": 4}},
+    },
+    "mlp": {
+        "data": {"name": "ring8", "batch_size": 32, "options": {"size": 512, "test_size": 64}},
+        "prior": {"name": "sphere", "dim": 4},
+        "backbone": {"name": "mlp", "options": {"hidden": 16, "depth": 2}},
+    },
+}
+
+Tensors = dict[str, Tensor]  # "encoder.net.0.weight" -> tensor
+Grads = dict[str, Tensor | None]  # the same, for gradients (None where there is none)
+T = TypeVar("T", Tensor, Tensor | None)
+
+
+@dataclass
+class Snapshot:
+    """Both networks at one instant, copied."""
+
+    params: Tensors
+    buffers: Tensors
+    grads: Grads
+    requires_grad: dict[str, bool]
+    modules: dict[str, nn.Module]  # deep copies, for the oracle
+    training: bool  # every submodule of both networks in train mode
+
+
+@dataclass
+class OptimiserStep:
+    optimiser: str  # "encoder" or "generator"
+    before: Snapshot  # at the pre hook: the step's forward and backward passes are done
+    after: Snapshot  # at the post hook
+
+
+@dataclass
+class Iteration:
+    start: Snapshot
+    end: Snapshot
+    record: dict[str, float]
+    x: Tensor
+    zs: list[Tensor]  # every _sample_z result, in order: the encoder step's, then one per
+    steps: list[OptimiserStep]  # generator step
+
+
+@dataclass
+class Recording:
+    trainer: Trainer
+    iterations: list[Iteration]
+
+
+def _networks(trainer: Trainer) -> dict[str, nn.Module]:
+    return {"encoder": trainer.encoder, "generator": trainer.generator}
+
+
+def _snapshot(trainer: Trainer) -> Snapshot:
+    nets = _networks(trainer)
+    params: Tensors = {}
+    buffers: Tensors = {}
+    grads: Grads = {}
+    requires_grad: dict[str, bool] = {}
+    for role, net in nets.items():
+        for name, p in net.named_parameters():
+            params[f"{role}.{name}"] = p.detach().clone()
+            grads[f"{role}.{name}"] = None if p.grad is None else p.grad.detach().clone()
+            requires_grad[f"{role}.{name}"] = p.requires_grad
+        for name, b in net.named_buffers():
+            buffers[f"{role}.{name}"] = b.detach().clone()
+    return Snapshot(
+        params,
+        buffers,
+        grads,
+        requires_grad,
+        {role: copy.deepcopy(net) for role, net in nets.items()},
+        all(m.training for net in nets.values() for m in net.modules()),
     )
-    trainer = Trainer(config, run_dir="/nonexistent-not-written")
-    enc0, gen0 = _params(trainer.encoder), _params(trainer.generator)
-    game = trainer.model.game
-    x = trainer.stream.next()
-    z = trainer._sample_z(32)
-    if step == "encoder":
-        trainer.generator.requires_grad_(False)
-        out = game.encoder_step(x, z)
-        trainer.opt_encoder.zero_grad()
-        out.loss.backward()
-        trainer.opt_encoder.step()
-        unchanged, changed = _params(trainer.generator), _params(trainer.encoder)
-        before_unchanged, before_changed = gen0, enc0
-    else:
-        trainer.encoder.requires_grad_(False)
-        out = game.generator_step(z)
-        trainer.opt_generator.zero_grad()
-        out.loss.backward()
-        trainer.opt_generator.step()
-        unchanged, changed = _params(trainer.encoder), _params(trainer.generator)
-        before_unchanged, before_changed = enc0, gen0
-    assert all(torch.equal(a, b) for a, b in zip(unchanged, before_unchanged, strict=True))
-    assert any(not torch.equal(a, b) for a, b in zip(changed, before_changed, strict=True))
 
 
-def test_full_iteration_updates_both_and_leaves_no_stale_gradients() -> None:
-    from agekit.config import parse_config
-    from agekit.trainer import Trainer
+def _record(trainer: Trainer, iterations: int) -> list[Iteration]:
+    """Call ``trainer.train_step()`` ``iterations`` times, snapshotting around optimiser steps."""
+    steps: list[OptimiserStep] = []
+    pending: dict[str, Snapshot] = {}
+    xs: list[Tensor] = []
+    zs: list[Tensor] = []
 
-    config = parse_config(
-        {
-            "data": {"name": "ring8", "batch_size": 32, "options": {"size": 512, "test_size": 64}},
-            "prior": {"name": "sphere", "dim": 4},
-            "backbone": {"name": "mlp", "options": {"hidden": 16, "depth": 2}},
-            "train": {"steps": 1, "device": "cpu"},
-        }
-    )
-    trainer = Trainer(config, run_dir="/nonexistent-not-written")
-    before = (
-        copy.deepcopy(trainer.encoder.state_dict()),
-        copy.deepcopy(trainer.generator.state_dict()),
-    )
-    record = trainer.train_step()
-    assert {"kl_real", "kl_fake", "data_rec", "latent_rec"} <= set(record)
-    for module, old in zip((trainer.encoder, trainer.generator), before, strict=True):
-        assert any(not torch.equal(v, old[k]) for k, v in module.state_dict().items())
+    def hooks(role: str) -> tuple[Callable[..., None], Callable[..., None]]:
+        def pre(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            assert not pending, "an optimiser step started inside another"
+            pending[role] = _snapshot(trainer)
+
+        def post(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            steps.append(OptimiserStep(role, pending.pop(role), _snapshot(trainer)))
+
+        return pre, post
+
+    handles = []
+    for role, opt in (("encoder", trainer.opt_encoder), ("generator", trainer.opt_generator)):
+        pre, post = hooks(role)
+        handles += [opt.register_step_pre_hook(pre), opt.register_step_post_hook(post)]
+    sample_z, next_conditioned = trainer._sample_z, trainer.stream.next_conditioned
+
+    def recording_sample_z(n: int) -> Tensor:
+        z = sample_z(n)
+        zs.append(z.detach().clone())
+        return z
+
+    def recording_next() -> tuple[Tensor, Tensor | None]:
+        x, condition = next_conditioned()
+        xs.append(x.detach().clone())
+        return x, condition
+
+    trainer._sample_z = recording_sample_z  # type: ignore[method-assign]
+    trainer.stream.next_conditioned = recording_next  # type: ignore[method-assign]
+    out: list[Iteration] = []
+    try:
+        for _ in range(iterations):
+            steps.clear()
+            xs.clear()
+            zs.clear()
+            start = _snapshot(trainer)
+            record = trainer.train_step()
+            assert len(xs) == 1, "one real batch per iteration"
+            out.append(Iteration(start, _snapshot(trainer), record, xs[0], list(zs), list(steps)))
+    finally:
+        for handle in handles:
+            handle.remove()
+        del trainer._sample_z, trainer.stream.next_conditioned
+    return out
+
+
+@pytest.fixture(scope="module", params=sorted(TRAINER_CASES))
+def recording(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Recording:
+    case = request.param
+    raw = copy.deepcopy(TRAINER_CASES[case]) | {
+        "game": {"gen_steps_per_encoder_step": GEN_STEPS},
+        "train": {"steps": ITERATIONS, "device": "cpu", "seed": 3},
+    }
+    run_dir: Path = tmp_path_factory.mktemp(case)
+    trainer = Trainer(parse_config(raw), run_dir=run_dir)
+    iterations = _record(trainer, ITERATIONS)
+    # Every test below relies on this schedule: one encoder update, then GEN_STEPS generator
+    # updates, one z per update.
+    for it in iterations:
+        assert [s.optimiser for s in it.steps] == ["encoder"] + ["generator"] * GEN_STEPS
+        assert len(it.zs) == 1 + GEN_STEPS
+    return Recording(trainer, iterations)
+
+
+def _oracle(
+    trainer: Trainer, state: Snapshot, loss_of: Callable[[AGEGame], Tensor], role: str
+) -> tuple[Tensors, Tensors]:
+    """The gradient of ``loss_of(game)`` with respect to ``role``'s parameters, computed on copies
+    of the networks as they were in ``state``, and both networks' buffers after that forward."""
+    nets = {r: copy.deepcopy(m) for r, m in state.modules.items()}
+    game = copy.copy(trainer.model.game)  # the same divergence, losses and weights
+    game.encoder, game.generator = nets["encoder"], nets["generator"]  # type: ignore[assignment]
+    for param in itertools.chain(*(net.parameters() for net in nets.values())):
+        param.requires_grad_(True)  # the parameters' own switch: the modules' may be patched
+    names, params = zip(*nets[role].named_parameters(), strict=True)
+    grads = torch.autograd.grad(loss_of(game), params)
+    buffers: Tensors = {
+        f"{r}.{name}": b.detach().clone()
+        for r, net in nets.items()
+        for name, b in net.named_buffers()
+    }
+    return {f"{role}.{n}": g for n, g in zip(names, grads, strict=True)}, buffers
+
+
+def _expected_steps(trainer: Trainer, it: Iteration) -> list[tuple[str, Tensors, Tensors]]:
+    """For each optimiser step of ``it``: its network, the gradient its loss should produce and
+    both networks' buffers after its forward passes, recomputed from the recorded batch and z on
+    copies of the networks as they were when that step began (the previous step's post hook)."""
+    weight = it.record["adversary_weight"]
+
+    def encoder_loss(game: AGEGame) -> Tensor:
+        return game.encoder_step(it.x, it.zs[0], adversary_weight=weight).loss
+
+    out = [("encoder", *_oracle(trainer, it.start, encoder_loss, "encoder"))]
+    for previous, z in zip(it.steps[:-1], it.zs[1:], strict=True):
+
+        def generator_loss(game: AGEGame, z: Tensor = z) -> Tensor:
+            return game.generator_step(z).loss
+
+        out.append(("generator", *_oracle(trainer, previous.after, generator_loss, "generator")))
+    return out
+
+
+def _of(flat: Mapping[str, T], role: str) -> dict[str, T]:
+    return {k: v for k, v in flat.items() if k.startswith(f"{role}.")}
+
+
+def _mismatches(
+    actual: Mapping[str, Tensor | None], expected: Mapping[str, Tensor | None]
+) -> list[str]:
+    assert actual.keys() == expected.keys()
+    bad = []
+    for key, a in actual.items():
+        e = expected[key]
+        if a is None or e is None:
+            if (a is None) != (e is None):
+                bad.append(
+                    f"{key} ({'None' if a is None else 'set'}, expected "
+                    f"{'None' if e is None else 'set'})"
+                )
+        elif not torch.equal(a, e):
+            bad.append(key)
+    return bad
+
+
+def _assert_identical(
+    actual: Mapping[str, Tensor | None], expected: Mapping[str, Tensor | None], what: str
+) -> None:
+    bad = _mismatches(actual, expected)
+    assert not bad, f"{what}: not bit-identical: {bad}"
+
+
+def _assert_all_differ(
+    after: Mapping[str, Tensor], before: Mapping[str, Tensor], what: str
+) -> None:
+    assert after.keys() == before.keys()
+    same = [k for k, v in after.items() if torch.equal(v, before[k])]
+    assert not same, f"{what}: unchanged: {same}"
+
+
+def _optimiser_steps(recording: Recording) -> Iterator[tuple[int, OptimiserStep]]:
+    for i, it in enumerate(recording.iterations):
+        for step in it.steps:
+            yield i, step
+
+
+def test_each_optimiser_holds_exactly_its_own_networks_parameters(recording: Recording) -> None:
+    trainer = recording.trainer
+    for opt, net in (
+        (trainer.opt_encoder, trainer.encoder),
+        (trainer.opt_generator, trainer.generator),
+    ):
+        held = [p for group in opt.param_groups for p in group["params"]]
+        assert [id(p) for p in held] == [id(p) for p in net.parameters()]
+
+
+def test_each_step_changes_only_its_own_network(recording: Recording) -> None:
+    """Across each optimiser step of ``train_step()``, its own network's parameters all move and
+    the other network's are bit-identical; nothing moves them between optimiser steps."""
+    for i, step in _optimiser_steps(recording):
+        own = step.optimiser
+        other = "generator" if own == "encoder" else "encoder"
+        where = f"iteration {i}, {own} step"
+        _assert_all_differ(_of(step.after.params, own), _of(step.before.params, own), where)
+        _assert_identical(_of(step.after.params, other), _of(step.before.params, other), where)
+    for i, it in enumerate(recording.iterations):
+        boundaries = [
+            it.start,
+            *itertools.chain.from_iterable((s.before, s.after) for s in it.steps),
+            it.end,
+        ]
+        # (start -> first pre hook), (post hook -> next pre hook), ..., (last post hook -> end)
+        for k, (a, b) in enumerate(zip(boundaries[::2], boundaries[1::2], strict=True)):
+            _assert_identical(b.params, a.params, f"iteration {i}, outside optimiser steps ({k})")
+        # over the whole iteration the encoder moved once and the generator GEN_STEPS times
+        _assert_all_differ(it.end.params, it.start.params, f"iteration {i}")
+
+
+def test_train_step_leaves_only_each_networks_last_own_gradients(recording: Recording) -> None:
+    """No stale gradients: every optimiser step consumes exactly the gradient of its own step's
+    loss (recomputed on copies of the networks from the recorded batch and z), the other
+    network's gradients pass through it untouched, and after ``train_step()`` the encoder holds
+    its step's gradient and the generator its last step's."""
+    for i, it in enumerate(recording.iterations):
+        if i == 0:
+            assert all(g is None for g in it.start.grads.values()), "a fresh trainer has no grads"
+        else:
+            previous_end = recording.iterations[i - 1].end.grads
+            _assert_identical(it.start.grads, previous_end, "between train_step calls")
+        expected_steps = _expected_steps(recording.trainer, it)
+        # What each network should hold at each step's pre hook: its own step's gradient; the
+        # other one's unchanged from before the step. At the encoder step that is the generator's
+        # previous gradients (None on a fresh trainer): the encoder's backward must not reach it.
+        holding = {role: _of(it.start.grads, role) for role in NETS}
+        for k, (step, (role, grads, _)) in enumerate(zip(it.steps, expected_steps, strict=True)):
+            assert step.optimiser == role
+            holding[role] = dict(grads)
+            for net in NETS:
+                what = f"iteration {i}, step {k} ({role}): {net} gradients"
+                _assert_identical(_of(step.before.grads, net), holding[net], what)
+        final = holding["encoder"] | holding["generator"]
+        _assert_identical(it.end.grads, final, f"iteration {i}, after train_step")
+        for key, grad in it.end.grads.items():
+            assert grad is not None and bool(torch.isfinite(grad).all()), key
+            assert bool(grad.ne(0).any()), f"{key}: an all-zero gradient"
+
+
+@pytest.mark.parametrize("recording", ["dcgan-batchnorm"], indirect=True)
+def test_batch_norm_statistics_move_with_every_forward_pass(recording: Recording) -> None:
+    """Both networks run in train mode in both steps, so every forward pass updates their running
+    statistics: the encoder step runs the encoder twice (fakes, real batch) and the generator
+    twice (fakes without grad, reconstruction g(e(x))); each generator step runs each network
+    once. The statistics match those of the same forward passes on copies, bit for bit, and
+    optimiser steps leave buffers alone."""
+    passes = {
+        "encoder": {"encoder": 2, "generator": 2},
+        "generator": {"encoder": 1, "generator": 1},
+    }
+    for i, it in enumerate(recording.iterations):
+        assert any(k.endswith("num_batches_tracked") for k in it.start.buffers)
+        assert it.start.training and it.end.training
+        starts = [it.start, *(step.after for step in it.steps[:-1])]
+        expected_steps = _expected_steps(recording.trainer, it)
+        for k, (step, begin, (role, _, buffers)) in enumerate(
+            zip(it.steps, starts, expected_steps, strict=True)
+        ):
+            where = f"iteration {i}, step {k} ({role})"
+            assert step.before.training and step.after.training, where
+            _assert_identical(step.before.buffers, buffers, f"{where}: forward")
+            _assert_identical(step.after.buffers, step.before.buffers, f"{where}: optimiser step")
+            for key, now in step.before.buffers.items():
+                old = begin.buffers[key]
+                if key.endswith("num_batches_tracked"):
+                    net = key.split(".")[0]
+                    assert int(now) - int(old) == passes[role][net], f"{where}: {key}"
+                else:  # running_mean, running_var
+                    assert not torch.equal(now, old), f"{where}: {key} did not move"
+        _assert_identical(it.end.buffers, it.steps[-1].after.buffers, f"iteration {i}, end")
+
+
+def test_requires_grad_freezes_the_other_network_and_is_restored(recording: Recording) -> None:
+    """During each step's forward and backward only its own network requires grad; after
+    ``train_step()`` both networks do again."""
+    for i, step in _optimiser_steps(recording):
+        for key, flag in step.before.requires_grad.items():
+            assert flag == key.startswith(f"{step.optimiser}."), (i, step.optimiser, key)
+    for i, it in enumerate(recording.iterations):
+        assert all(it.end.requires_grad.values()), f"iteration {i}: not restored"
