@@ -237,3 +237,38 @@ def test_headline_keys_come_from_the_metric_classes_in_report_order() -> None:
     ]
     # The module-level view covers every registered metric, built-ins in the same order.
     assert [k for k in HEADLINE if k.split(".")[0] in BUILT_IN_METRICS] == list(expected)
+
+
+def test_closing_table_fits_80_columns_without_cutting_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    from agekit.studies import report
+
+    records = [
+        {
+            "setting": "mnist5k",
+            "cell": f"mnist5k__latent_weight={lam}__generator_data_weight={w}",
+            "train_seed": seed,
+            "metrics": {
+                "reconstruction": {"recon_l1": 0.1 + seed / 100, "recon_mse": 0.12},
+                "sample-quality": {"fd_classifier": 30.0 + seed, "speckle_ratio": 2.0},
+            },
+        }
+        for lam in (125.0, 500.0)
+        for w in (2.0, 10.0)
+        for seed in (0, 1, 2)
+    ]
+    summary = report.summarise(records)
+    summary["study"] = "recipe"
+    out = io.StringIO()
+    monkeypatch.setattr(report, "console", Console(file=out, width=80))
+    report._print_table(summary, Path("study/report.md"))
+    text = out.getvalue()
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "0.11 [0.1, 0.12]" in text  # recon_l1 of a cell: mean [interval], uncut
+    assert "more metrics in study/report.md" in text

@@ -246,7 +246,7 @@ def write_report(folder: Path) -> dict[str, Any]:
     _write_csv(summary, folder / "summary.csv")
     figures = _figures(folder, records, summary)
     (folder / "report.md").write_text(_markdown(summary, records, figures, folder, study))
-    _print_table(summary)
+    _print_table(summary, folder / "report.md")
     console.print(f"report: {folder / 'report.md'}")
     return summary
 
@@ -272,26 +272,59 @@ def _write_csv(summary: dict[str, Any], path: Path) -> None:
                 )
 
 
-def _print_table(summary: dict[str, Any]) -> None:
+def _short_ci(stat: dict[str, Any]) -> str:
+    low, high = stat["ci95"]
+    if math.isnan(low):
+        return f"{stat['mean']:.3g}"
+    return f"{stat['mean']:.3g} [{low:.3g}, {high:.3g}]"
+
+
+def _print_table(summary: dict[str, Any], report: Path | None = None) -> None:
+    """The headline metrics that fit the console's width (80 columns when output is a file), one
+    row per cell, never truncating a value; the full table is in report.md."""
     directions = _summary_headline(summary)
-    keys = [k for k in _ordered_metrics(summary, directions) if k in directions]
+    keys = [k for k in _ordered_metrics(summary, directions) if directions.get(k) != "reference"]
+    keys = [k for k in keys if k in directions]
     for setting in sorted({e["setting"] for e in summary["cells"].values()}):
-        table = Table(title=f"{summary['study']}: {setting} (mean [95% CI] over seeds)")
-        table.add_column("cell", no_wrap=True)
         cells = {c: e for c, e in summary["cells"].items() if e["setting"] == setting}
         shown = [k for k in keys if any(k in e["metrics"] for e in cells.values())]
-        for key in shown:
-            table.add_column(key.split(".", 1)[1])
-        for cell, entry in cells.items():
-            table.add_row(
-                # axis values only ("gaussian-kl", not "divergence=gaussian-kl"): the terminal is
-                # narrow, and the keys are in the report's column headers
-                ", ".join(
-                    p.split("=", 1)[-1] for p in cell.removeprefix(setting + "__").split("__")
-                ),
-                *[_ci_text(entry["metrics"][k]) if k in entry["metrics"] else "-" for k in shown],
+        labels = {
+            # axis values only ("gaussian-kl", not "divergence=gaussian-kl"); the report's
+            # headers carry the keys
+            cell: ", ".join(
+                p.split("=", 1)[-1] for p in cell.removeprefix(setting + "__").split("__")
             )
-        console.print(table)
+            for cell in cells
+        }
+        texts = {
+            (cell, k): _short_ci(e["metrics"][k]) if k in e["metrics"] else "-"
+            for cell, e in cells.items()
+            for k in shown
+        }
+        budget = console.width - max(len(label) for label in labels.values()) - 4
+        fitting: list[str] = []
+        for key in shown:
+            width = max(len(key.split(".", 1)[1]), *(len(texts[c, key]) for c in cells)) + 3
+            if width > budget:
+                break
+            fitting.append(key)
+            budget -= width
+        seeds = sorted(
+            {e["metrics"][k]["n"] for e in cells.values() for k in fitting if k in e["metrics"]}
+        )
+        table = Table(
+            title=f"{summary['study']}: {setting}, mean [95% interval] over "
+            f"{'/'.join(map(str, seeds))} seeds"
+        )
+        table.add_column("cell", no_wrap=True)
+        for key in fitting:
+            table.add_column(key.split(".", 1)[1], no_wrap=True)
+        for cell in cells:
+            table.add_row(labels[cell], *[texts[cell, k] for k in fitting])
+        console.print(table, crop=False)
+        if len(fitting) < len(shown):
+            where = f" in {report}" if report is not None else " in report.md"
+            console.print(f"{len(shown) - len(fitting)} more metrics{where}", soft_wrap=True)
 
 
 def _markdown(
