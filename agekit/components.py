@@ -287,6 +287,10 @@ class Metric(ABC):
     #: Where this metric's headline keys come in a report: smallest first, ties by metric name.
     #: The built-ins use 10-60; a plugin keeps the default and comes after them.
     headline_order: ClassVar[int] = 100
+    #: What the generator decodes in this metric: prior samples ("prior", e.g. sample quality) or
+    #: codes of real images ("codes", reconstructions). Evaluation loads the generator's
+    #: batch-norm statistics re-estimated for that input (agekit.batchnorm).
+    generator_inputs: ClassVar[Literal["prior", "codes"]] = "prior"
 
     @abstractmethod
     def __call__(self, context: Any) -> dict[str, Any]: ...

@@ -79,15 +79,17 @@ def evaluate(
 
     ``batchnorm = "real-data"`` first re-estimates the networks' batch-norm statistics
     (:mod:`agekit.batchnorm`: the encoder's from real training images, whereas training leaves them
-    mostly from generated ones); ``"running"`` keeps the statistics training left. Metrics that run
-    the networks in eval mode use them; the choice is recorded under ``"batchnorm"``.
+    mostly from generated ones; the generator's for prior samples and for real codes, loaded per
+    metric by its ``generator_inputs``); ``"running"`` keeps the statistics training left. Metrics
+    that run the networks in eval mode use them; the choice is recorded under ``"batchnorm"``.
     """
     from agekit.trainer import load_trained
 
     path = ckpt.resolve(run_dir)
     model, state = load_trained(path, device)
+    generator_statistics = None
     if batchnorm == "real-data":
-        batchnorm_protocol = reestimate_batchnorm(
+        batchnorm_protocol, generator_statistics = reestimate_batchnorm(
             model.pair.encoder, model.pair.generator, model.prior, model.data, seed=seed
         )
     elif batchnorm == "running":
@@ -110,6 +112,8 @@ def evaluate(
     results: dict[str, Any] = {}
     for spec in metrics:
         metric = create("metric", spec.name, **spec.options)
+        if generator_statistics is not None:
+            generator_statistics.load(model.pair.generator, metric.generator_inputs)
         torch.manual_seed(seed)
         results[spec.name] = metric(context)
     return {

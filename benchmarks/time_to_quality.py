@@ -175,9 +175,10 @@ def train_age(config: ExperimentConfig, args: argparse.Namespace, folder: str) -
 
 
 def score(trained: dict[str, Any], data: DataSource, seed: int) -> dict[str, float]:
-    reestimate_batchnorm(
+    _, statistics = reestimate_batchnorm(
         trained["encoder"], trained["generator"], trained["prior"], data, seed=seed
     )
+    assert statistics is not None  # mnist5k is unconditional
     context = EvaluationContext(
         encoder=trained["encoder"],
         generator=trained["generator"],
@@ -189,7 +190,10 @@ def score(trained: dict[str, Any], data: DataSource, seed: int) -> dict[str, flo
         cache_dir=default_cache_dir(),
         divergences={},
     )
+    # As agekit.evaluation does: generator statistics for what each metric decodes.
+    statistics.load(trained["generator"], "prior")
     quality = agekit.create("metric", "sample-quality")(context)
+    statistics.load(trained["generator"], "codes")
     recon = agekit.create("metric", "reconstruction")(context)
     return {
         "steps": trained["steps"],
@@ -201,12 +205,13 @@ def score(trained: dict[str, Any], data: DataSource, seed: int) -> dict[str, flo
         "class_kl": quality["class_kl_uniform"],
         # [-1, 1] pixels -> [0, 1]: a quarter of the squared error.
         "test_mse": recon["recon_mse"] / 4,
+        "label_acc": recon["recon_label_accuracy"],
         "mean_image_mse": recon["mean_image_mse"] / 4,
     }
 
 
 MODELS = ("AGE", "AGE-paper", "VAE", "AAE")
-COLUMNS = ("steps", "fd", "precision", "recall", "speckle", "pixel_recall", "class_kl", "test_mse")
+COLUMNS = ("steps", "fd", "recall", "speckle", "pixel_recall", "class_kl", "test_mse", "label_acc")
 
 
 def main() -> None:

@@ -37,6 +37,7 @@ class Reconstruction(Metric):
         "label_accuracy_real": "reference",
     }
     headline_order: ClassVar[int] = 10
+    generator_inputs: ClassVar[Literal["prior", "codes"]] = "codes"
 
     def __init__(
         self,
