@@ -51,11 +51,17 @@ def test_mnist5k_reconstructions_beat_the_mean_image_and_codes_stay_spread(
     assert quality["pixel_recall"] > 0.5, quality
     # Every digit in roughly equal shares: a uniform histogram has KL 0 and shares of 0.1.
     assert quality["class_kl_uniform"] < 0.1, quality
-    assert quality["min_class_share"] > 0.05, quality
+    # A missing digit gives 0; the shipped configuration measured 0.071-0.072 at 4,000 iterations.
+    assert quality["min_class_share"] > 0.04, quality
     rec = result["metrics"]["reconstruction"]
     # A collapsed encoder reconstructs worse than the mean image (measured 0.79 vs 0.236 at 800
     # iterations without the margin); a working one is clearly better (0.154 after 2,254).
     assert rec["recon_l1"] < 0.9 * rec["mean_image_l1"], rec
+    # Faithful reconstructions: the shipped configuration measured test MSE 0.020 on [0, 1]
+    # pixels (0.08 on the [-1, 1] scale used here; mean image 0.207) and 90 % of reconstructions
+    # classified as their image's digit at 4,000 iterations; 3,000 leave a little room.
+    assert rec["recon_mse"] < 0.1, rec
+    assert rec["recon_label_accuracy"] > 0.8, rec
     latent = result["metrics"]["latent-divergence"]
     # Held-out real codes near the prior's moments. Working runs of these settings measured 0.33
     # here and 0.26-0.49 over the flagship's seeds; codes shrunk to a tenth of the prior's variance
