@@ -138,6 +138,10 @@ def test_plugin_declarations_are_read_through_the_registry(plugin: Path) -> None
     assert list(directions) == [
         "reconstruction.recon_l1",
         "reconstruction.mean_image_l1",
+        "reconstruction.recon_mse",
+        "reconstruction.mean_image_mse",
+        "reconstruction.recon_label_accuracy",
+        "reconstruction.label_accuracy_real",
         "sample-spread.spread",
         "sample-spread.real_spread",
     ]
@@ -178,11 +182,11 @@ def test_plugin_metric_and_data_set_in_a_study_report(plugin: Path, tmp_path: Pa
     assert [line.split(" | ")[0].removeprefix("| ") for line in lines[start + 2 : end]] == [
         "reconstruction.recon_l1 (lower is better)",
         "reconstruction.mean_image_l1",
+        "reconstruction.recon_mse (lower is better)",
+        "reconstruction.mean_image_mse",
         "sample-spread.spread (higher is better)",
         "sample-spread.real_spread",
         # the rest, alphabetically
-        "reconstruction.mean_image_mse",
-        "reconstruction.recon_mse",
         "sample-spread.n_fake",
     ]
     paired = report.split("**Paired comparisons**")[1].split("##")[0]

@@ -202,10 +202,15 @@ BUILT_IN_METRICS = [
 
 def test_headline_keys_come_from_the_metric_classes_in_report_order() -> None:
     # The order and directions of the table that the classes' declarations replaced, plus the
-    # sample-quality keys added with them (pixel_precision ... min_class_share).
+    # reconstruction keys (recon_mse ... label_accuracy_real) and sample-quality keys
+    # (pixel_precision ... min_class_share) added with them.
     expected = {
         "reconstruction.recon_l1": "lower",
         "reconstruction.mean_image_l1": "reference",
+        "reconstruction.recon_mse": "lower",
+        "reconstruction.mean_image_mse": "reference",
+        "reconstruction.recon_label_accuracy": "higher",
+        "reconstruction.label_accuracy_real": "reference",
         "sample-quality.fd_classifier": "lower",
         "sample-quality.kid": "lower",
         "sample-quality.precision": "higher",
