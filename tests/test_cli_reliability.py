@@ -17,50 +17,19 @@ from typing import Any
 
 import pytest
 import torch
+from test_trainer import TINY  # the same tiny run as the trainer tests
+from test_trainer import _to_toml as _toml
 
 from agekit import checkpoint as ckpt
 from agekit.cli import main
 from agekit.config import parse_config
 from agekit.trainer import Trainer
 
-TINY: dict[str, Any] = {
-    "name": "tiny",
-    "data": {"name": "ring8", "batch_size": 32, "options": {"size": 1024, "test_size": 128}},
-    "prior": {"name": "sphere", "dim": 4},
-    "backbone": {"name": "mlp", "options": {"hidden": 16, "depth": 2}},
-    "train": {
-        "steps": 60,
-        "checkpoint_every": 20,
-        "image_every": 30,
-        "log_every": 5,
-        "device": "cpu",
-        "grid_size": 16,
-    },
-}
-
 
 def _raw(**train: Any) -> dict[str, Any]:
     raw = json.loads(json.dumps(TINY))
     raw["train"].update(train)
     return raw
-
-
-def _toml(raw: dict[str, Any]) -> str:
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, dict):
-            return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
-        return str(v)
-
-    lines = [f"name = {value(raw['name'])}"]
-    for section, body in raw.items():
-        if isinstance(body, dict):
-            lines.append(f"[{section}]")
-            lines.extend(f"{k} = {value(v)}" for k, v in body.items())
-    return "\n".join(lines) + "\n"
 
 
 def _config_file(tmp_path: Path, raw: dict[str, Any]) -> Path:
@@ -178,6 +147,8 @@ _TWICE = textwrap.dedent(
     import json, os, signal, sys, time
     from agekit.config import parse_config
     from agekit.trainer import Trainer
+from test_trainer import TINY  # the same tiny run as the trainer tests
+from test_trainer import _to_toml as _toml
 
     def twice(event, trainer, record):
         if event == "log" and record["step"] == 25:
