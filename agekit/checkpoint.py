@@ -29,9 +29,21 @@ class CheckpointError(RuntimeError):
     pass
 
 
+def default_file_mode() -> int:
+    """The mode ``open()`` would give a new file under the current umask (0o644 for 022).
+
+    ``tempfile.mkstemp`` creates files 0600; on shared storage a group must be able to read a
+    run's checkpoints and scores, so atomic writers restore the usual mode.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def save_atomic(state: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, default_file_mode())
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(state, handle)

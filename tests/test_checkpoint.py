@@ -75,3 +75,19 @@ def test_remove_fragments_deletes_only_interrupted_writes(tmp_path: Path) -> Non
     assert ckpt.remove_fragments(tmp_path) == [fragment]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".notes.tmp", kept.name]
     assert ckpt.remove_fragments(tmp_path / "missing") == []
+
+
+def test_checkpoints_and_scores_get_the_umask_mode_not_0600(tmp_path: Path) -> None:
+    import os
+
+    from agekit.evaluation import write_json_atomic
+
+    old = os.umask(0o022)
+    try:
+        ckpt.save_atomic({"step": 1}, tmp_path / "step_00000001.pt")
+        write_json_atomic({"a": 1}, tmp_path / "eval.json")
+    finally:
+        os.umask(old)
+    # Group- and world-readable as any file the user creates: shared storage can read a run.
+    assert (tmp_path / "step_00000001.pt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "eval.json").stat().st_mode & 0o777 == 0o644
