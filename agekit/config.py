@@ -9,10 +9,17 @@ from __future__ import annotations
 import copy
 import math
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -188,6 +195,17 @@ class ExperimentConfig(Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=1000))
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name_stays_under_out_dir(cls, value: str) -> str:
+        # The run folder is out_dir / name: an absolute name or ".." would put it elsewhere.
+        path = PurePosixPath(value.replace("\\", "/"))
+        if not value or path.is_absolute() or ".." in path.parts or PureWindowsPath(value).drive:
+            raise ValueError(
+                "must be a relative folder name inside out_dir (no leading '/', drive or '..')"
+            )
+        return value
 
     @model_validator(mode="after")
     def _reference_threshold_needs_the_sphere(self) -> ExperimentConfig:

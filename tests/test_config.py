@@ -93,3 +93,10 @@ def test_file_keys_override_the_recipe() -> None:
     config = parse_config({"recipe": "paper", "game": {"latent_weight": 500.0}})
     assert config.game.latent_weight == 500.0
     assert config.game.data_weight == 5.0  # the paper's mu = 10 on agekit's KL scale
+
+
+@pytest.mark.parametrize("name", ["/tmp/elsewhere", "../sibling", "runs/../../up", "C:\\\\runs"])
+def test_a_run_name_cannot_escape_out_dir(name: str) -> None:
+    with pytest.raises(ConfigError, match=r"name: .*relative folder name inside out_dir"):
+        parse_config({"name": name})
+    assert parse_config({"name": "group/run"}).run_dir() == Path("runs/group/run")
