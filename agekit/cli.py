@@ -22,6 +22,17 @@ class UsageError(Exception):
     pass
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1, refused with a one-line usage error otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def _error(message: str) -> None:
     """``error: ...`` on stderr: the message as written (no markup), never wrapped."""
     err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
@@ -479,13 +490,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", required=True)
         p.add_argument("--device", default="auto")
         if name == "sample":
-            p.add_argument("--n", type=int, default=64)
-            p.add_argument("--seed", type=int, default=0)
+            p.add_argument("--n", type=positive_int, default=64, help="samples in the grid")
+            p.add_argument("--seed", type=int, default=0, help="seed of the codes z")
         elif name == "reconstruct":
-            p.add_argument("--n", type=int, default=32)
+            p.add_argument("--n", type=positive_int, default=32, help="test images")
         else:
-            p.add_argument("--rows", type=int, default=8)
-            p.add_argument("--steps", type=int, default=8)
+            p.add_argument("--rows", type=positive_int, default=8, help="pairs of test images")
+            p.add_argument("--steps", type=positive_int, default=8, help="points per path")
         p.set_defaults(func=func)
 
     p = sub.add_parser(
@@ -493,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("checkpoint", help="a checkpoint file or a run folder")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="RGB or grayscale image files")
-    p.add_argument("--n", type=int, default=8, help="colorizations per image")
+    p.add_argument("--n", type=positive_int, default=8, help="colorizations per image")
     p.add_argument("--seed", type=int, default=0, help="seed of the codes z")
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="auto")

@@ -404,3 +404,18 @@ def test_evaluate_errors_are_one_line(
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert expected in err
     assert not (run / "evaluate.json").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sample", "run", "--out", "s.png", "--n", "-3"],
+        ["reconstruct", "run", "--out", "r.png", "--n", "0"],
+        ["run", "studies/quickstart.toml", "--jobs", "0", "--list"],
+    ],
+)
+def test_counts_must_be_positive(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "expected a positive integer" in capsys.readouterr().err

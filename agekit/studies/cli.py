@@ -24,10 +24,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
+    from agekit.cli import positive_int  # the command line's shared argument types
+
     p = sub.add_parser("run", help="run a study: train, evaluate and report every run")
     p.add_argument("study", help="a study TOML file, e.g. studies/kl_vs_kozachenko.toml")
     p.add_argument("--out", help="study folder (default runs/studies/NAME)")
-    p.add_argument("--jobs", type=int, help="runs trained at once (default: the study's jobs)")
+    p.add_argument(
+        "--jobs", type=positive_int, help="runs trained at once (default: the study's jobs)"
+    )
     p.add_argument(
         "--only",
         action="append",
