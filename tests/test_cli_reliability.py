@@ -147,8 +147,6 @@ _TWICE = textwrap.dedent(
     import json, os, signal, sys, time
     from agekit.config import parse_config
     from agekit.trainer import Trainer
-from test_trainer import TINY  # the same tiny run as the trainer tests
-from test_trainer import _to_toml as _toml
 
     def twice(event, trainer, record):
         if event == "log" and record["step"] == 25:
