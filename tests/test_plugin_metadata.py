@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_registry import _install_fake_distribution  # the same fake pip layout
 
 from agekit.evaluation import default_metrics
 from agekit.registry import REGISTRY
@@ -92,21 +92,6 @@ train = { steps = 6, checkpoint_every = 6, image_every = 6, log_every = 3, devic
 [axes]
 "divergence.name" = ["gaussian-kl", "kozachenko-leonenko"]
 """
-
-
-def _install_fake_distribution(
-    site: Path, dist: str, module: str, source: str, entry_points: dict[str, dict[str, str]]
-) -> None:
-    """Lay out a distribution the way pip installs one: a module plus a .dist-info folder."""
-    (site / f"{module}.py").write_text(textwrap.dedent(source))
-    info = site / f"{dist}-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
-    lines = []
-    for group, names in entry_points.items():
-        lines.append(f"[{group}]")
-        lines.extend(f"{name} = {target}" for name, target in names.items())
-    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
 
 
 @pytest.fixture
