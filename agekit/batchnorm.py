@@ -20,11 +20,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from agekit.components import DataSource, Encoder, Generator, Prior
 
-__all__ = ["GeneratorStatistics", "has_batchnorm", "reestimate_batchnorm"]
-
-
-def has_batchnorm(module: nn.Module) -> bool:
-    return any(isinstance(m, _BatchNorm) for m in module.modules())
+__all__ = ["GeneratorStatistics", "reestimate_batchnorm"]
 
 
 def _reestimate(module: nn.Module, batches: Sequence[Tensor]) -> None:
