@@ -1,22 +1,26 @@
 """Atomic, code-free checkpoints.
 
-Written to a temporary file in the same folder, fsynced, then renamed over the target, so a run
-killed at any instant leaves either the old checkpoint or the new one, never half of one (a kill
-can leave the temporary fragment behind: :func:`remove_fragments` deletes those). Loaded with
-``torch.load(weights_only=True)``: a checkpoint holds tensors and plain Python values only and can
-never execute code. A checkpoint damaged afterwards (a failing disk, a truncated copy) is skipped by
-:func:`load_newest`, which falls back to the newest one that loads.
+Written to a temporary file in the same folder, fsynced, then renamed over the target
+(:mod:`agekit.atomic`), so a run killed at any instant leaves either the old checkpoint or the new
+one, never half of one (a kill can leave the temporary fragment behind: :func:`remove_fragments`
+deletes those). Loaded with ``torch.load(weights_only=True)``: a checkpoint holds tensors and
+plain Python values only and can never execute code. A checkpoint damaged afterwards (a failing
+disk, a truncated copy) is skipped by :func:`load_newest`, which falls back to the newest one that
+loads. Checkpoints written by older agekit versions are read through the migrations at the end of
+this module.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from agekit.atomic import write_atomic
+from agekit.config import DistributedConfig
 
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)\.pt$")
 #: The temporary files :func:`save_atomic` writes before renaming them into place.
@@ -29,36 +33,9 @@ class CheckpointError(RuntimeError):
     pass
 
 
-def default_file_mode() -> int:
-    """The mode ``open()`` would give a new file under the current umask (0o644 for 022).
-
-    ``tempfile.mkstemp`` creates files 0600; on shared storage a group must be able to read a
-    run's checkpoints and scores, so atomic writers restore the usual mode.
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def save_atomic(state: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, default_file_mode())
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    # The rename itself must reach the disk too, or a power cut could lose it.
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """``torch.save(state)`` to ``path`` with :func:`agekit.atomic.write_atomic`."""
+    write_atomic(path, lambda handle: torch.save(state, handle))
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -160,3 +137,24 @@ def resolve(path: str | Path) -> Path:
             raise CheckpointError(f"{path}: no checkpoints (step_*.pt) in {folder}")
         return found
     return path
+
+
+# Format migration --------------------------------------------------------------------------------
+def saved_config(state: dict[str, Any]) -> dict[str, Any] | None:
+    """The configuration a checkpoint was written with, brought up to today's layout: sections and
+    keys added since then get the values those runs actually used. None when it holds none."""
+    saved: dict[str, Any] | None = state.get("config")
+    if saved is not None and "distributed" not in saved:
+        # Checkpoints written before the section existed ran with its defaults.
+        saved = {**saved, "distributed": DistributedConfig().model_dump(mode="json")}
+    if saved is not None and "objective" not in saved.get("game", {"objective": None}):
+        # Checkpoints written before game.objective existed trained the AGE game.
+        saved = {**saved, "game": {"objective": "age", **saved["game"]}}
+    return saved
+
+
+def python_random_state(state: Any) -> tuple[Any, ...]:
+    """A saved ``random.getstate()`` as :func:`random.setstate` takes it back, whether its inner
+    sequence was stored as a tuple or as a list."""
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)

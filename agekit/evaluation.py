@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
 from agekit import checkpoint as ckpt
+from agekit.atomic import write_json_atomic as write_json_atomic  # re-exported for the runner
 from agekit.batchnorm import reestimate_batchnorm
 from agekit.components import (
     ComponentInputError,
@@ -129,15 +128,3 @@ def evaluate(
 def default_cache_dir() -> Path:
     """Where evaluation classifiers are cached: $AGEKIT_CACHE or ~/.cache/agekit."""
     return Path(os.environ.get("AGEKIT_CACHE", Path.home() / ".cache" / "agekit"))
-
-
-def write_json_atomic(data: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.fchmod(fd, ckpt.default_file_mode())
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)

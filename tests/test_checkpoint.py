@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from agekit import checkpoint as ckpt
+from agekit.atomic import write_json_atomic
 
 
 def _write(folder: Path, step: int) -> Path:
@@ -78,10 +80,6 @@ def test_remove_fragments_deletes_only_interrupted_writes(tmp_path: Path) -> Non
 
 
 def test_checkpoints_and_scores_get_the_umask_mode_not_0600(tmp_path: Path) -> None:
-    import os
-
-    from agekit.evaluation import write_json_atomic
-
     old = os.umask(0o022)
     try:
         ckpt.save_atomic({"step": 1}, tmp_path / "step_00000001.pt")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -25,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from agekit.atomic import write_atomic
 from agekit.components import ClassifierSource, DataSource, EvaluationContext
 
 #: Bump when the training code changes in a way the protocol fields do not capture, so that stale
@@ -292,13 +292,6 @@ class EvaluationClassifier:
         return (digits * powers).sum(1)
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    # Two evaluations may train the same classifier at once; readers must never see half a file.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def load_or_train(
     source: str,
     cache_dir: Path | str | None,
@@ -343,9 +336,10 @@ def load_or_train(
         "torch_version": torch.__version__,
     }
     if weights_path is not None and json_path is not None:
-        weights_path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(weights_path, lambda p: torch.save(net.state_dict(), p))
-        _atomic_write(json_path, lambda p: p.write_text(json.dumps(record, indent=2)))
+        # Two evaluations may train the same classifier at once; readers never see half a file.
+        text = json.dumps(record, indent=2)
+        write_atomic(weights_path, lambda handle: torch.save(net.state_dict(), handle))
+        write_atomic(json_path, lambda handle: handle.write(text.encode()))
     return net, record
 
 
