@@ -19,15 +19,19 @@
     settings.mnist5k = { "backbone.options.width" = 64 }
 
 Runs = settings x product(axes) x seeds; a *cell* is a run without its seed. Every run's
-configuration is built and validated (components and options included) before any training.
+configuration is built and validated before any training: types and names, and values too, by
+building each distinct component with its options (``k = 0`` on an axis fails in a second, naming
+the study file, the run and the key, not after the runs before it have trained).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import re
-import sys
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +44,10 @@ from agekit.config import (
     Strict,
     _format_errors,
     deep_merge,
+    load_toml,
     parse_config,
+    set_dotted,
 )
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 
 class MetricSpec(Component):
@@ -124,17 +125,6 @@ class PlannedRun:
     metrics: tuple[Component, ...]
 
 
-def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    node = tree
-    parts = dotted.split(".")
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"{dotted}: {part!r} is not a table")
-        node = child
-    node[parts[-1]] = value
-
-
 def _label(value: Any) -> str:
     text = str(value).lower() if isinstance(value, bool) else str(value)
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", text)
@@ -142,12 +132,7 @@ def _label(value: Any) -> str:
 
 def load_study(path: str | Path) -> tuple[StudySpec, Path]:
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such study file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    raw = load_toml(path, "study file")
     try:
         return StudySpec.model_validate(raw), path
     except ValidationError as exc:
@@ -155,9 +140,17 @@ def load_study(path: str | Path) -> tuple[StudySpec, Path]:
 
 
 def plan(
-    spec: StudySpec, source: str, out_dir: Path, profile: str | None = None
+    spec: StudySpec,
+    source: str,
+    out_dir: Path,
+    profile: str | None = None,
+    check: bool = True,
 ) -> list[PlannedRun]:
-    """Expand and validate every run; raises ConfigError naming the run and key on any problem."""
+    """Expand and validate every run; raises ConfigError naming the run and key on any problem.
+
+    With ``check`` (the default) every distinct component is also built with its options, so
+    that values are checked too (see :func:`check_runs`); ``agekit run --list`` skips that.
+    """
     from agekit.evaluation import default_metrics
     from agekit.registry import REGISTRY, RegistryError, validate_options
 
@@ -168,13 +161,14 @@ def plan(
             raise ConfigError(f"{source}: no profile {profile!r}; profiles: {known}")
         chosen = spec.profiles[profile]
     seeds = chosen.seeds if chosen and chosen.seeds else spec.seeds
-    settings = spec.settings or [Setting(name=spec.name)]
+    settings = spec.settings or [_default_setting(spec, source)]
     if chosen:
         unknown = set(chosen.settings) - {s.name for s in settings}
         if unknown:
             raise ConfigError(f"{source}: profiles.{profile}.settings: unknown {sorted(unknown)}")
     axes = _available_axes(spec, source)
     axis_keys = list(axes)
+    checker = _Checker(source)
     runs: list[PlannedRun] = []
     for setting in settings:
         for combo in itertools.product(*(axes[key] for key in axis_keys)):
@@ -199,7 +193,7 @@ def plan(
                 raw["name"] = run_id
                 raw["out_dir"] = str(out_dir / "runs")
                 config = parse_config(raw, f"{source} (run {run_id})")
-                metrics = _metrics(setting, config, source, run_id, default_metrics)
+                metrics = _metrics(setting, config, checker, run_id, axis_values, default_metrics)
                 for metric in metrics:
                     try:
                         factory = REGISTRY.load("metric", metric.name)
@@ -212,7 +206,189 @@ def plan(
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{source}: two runs share an id; give settings distinct names")
+    if check:
+        for run in runs:
+            checker.check(run)
     return runs
+
+
+def check_runs(runs: Sequence[PlannedRun], source: str) -> None:
+    """Build every distinct component of ``runs`` with its options, and check what a run needs
+    that no single component can see (the divergence's smallest batch, the prior's support, the
+    training split's size, the device); raises ConfigError naming the study file, the run (with
+    its axis values) and the key. Each distinct component is built once."""
+    checker = _Checker(source)
+    for run in runs:
+        checker.check(run)
+
+
+def _default_setting(spec: StudySpec, source: str) -> Setting:
+    """A study without [[settings]] has one setting named after the study."""
+    try:
+        return Setting(name=spec.name)
+    except ValidationError:
+        raise ConfigError(
+            f"{source}: name {spec.name!r}: a study without [[settings]] names its runs' folders "
+            "after the study; use letters, digits and _ . + - only (or add a [[settings]] table "
+            "with such a name)"
+        ) from None
+
+
+def _where(source: str, run_id: str, axis_values: Sequence[tuple[str, Any]]) -> str:
+    axes = "; ".join(f"{key} = {json.dumps(value)}" for key, value in axis_values)
+    return f"{source}: run {run_id}" + (f" ({axes})" if axes else "")
+
+
+@dataclass
+class _Checker:
+    """Builds each distinct component once and remembers it (or why it failed)."""
+
+    source: str
+    built: dict[str, Any] = field(default_factory=dict)
+
+    def build(
+        self,
+        where: str,
+        key: str,
+        cache_key: tuple[Any, ...],
+        make: Callable[[], Any],
+    ) -> Any:
+        from agekit.components import ComponentInputError
+        from agekit.registry import RegistryError
+
+        token = json.dumps(cache_key, sort_keys=True, default=str)
+        if token not in self.built:
+            try:
+                self.built[token] = make()
+            except (RegistryError, ComponentInputError, ValueError, TypeError, OSError) as exc:
+                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                self.built[token] = ConfigError(f"{key}: {message}")
+        value = self.built[token]
+        if isinstance(value, ConfigError):
+            raise ConfigError(f"{where}: {value}") from None
+        return value
+
+    def dataset(self, where: str, config: ExperimentConfig) -> Any:
+        from agekit.registry import create
+
+        d = config.data
+        return self.build(
+            where,
+            "data",
+            ("dataset", d.name, d.options),
+            lambda: create("dataset", d.name, **d.options),
+        )
+
+    def check(self, run: PlannedRun) -> None:
+        from agekit.registry import create
+
+        config = run.config
+        where = _where(self.source, run.run_id, run.axis_values)
+        data = self.dataset(where, config)
+        p = config.prior
+        prior = self.build(
+            where,
+            "prior",
+            ("prior", p.name, p.dim, p.options),
+            lambda: create("prior", p.name, dim=p.dim, **p.options),
+        )
+        d = config.divergence
+        divergence = self.build(
+            where,
+            "divergence",
+            ("divergence", d.name, d.options),
+            lambda: create("divergence", d.name, **d.options),
+        )
+        for key, loss in (
+            ("game.data_loss", config.game.data_loss),
+            ("game.latent_loss", config.game.latent_loss),
+        ):
+            self.build(
+                where,
+                key,
+                ("loss", loss.name, loss.options),
+                partial(create, "loss", loss.name, **loss.options),
+            )
+        b = config.backbone
+        backbone = self.build(
+            where,
+            "backbone",
+            ("backbone", b.name, b.options),
+            lambda: create("backbone", b.name, **b.options),
+        )
+        self.build(
+            where,
+            "backbone",
+            ("build", b.name, b.options, config.data.name, config.data.options, p.name, p.dim),
+            lambda: _build_pair(backbone, data, prior),
+        )
+        for metric in run.metrics:
+            self.build(
+                where,
+                f"metrics ({metric.name})",
+                ("metric", metric.name, metric.options),
+                partial(create, "metric", metric.name, **metric.options),
+            )
+        supports = getattr(getattr(divergence, "guarantees", None), "supports", None)
+        support = getattr(prior, "support", None)
+        if supports is not None and support is not None and support not in supports:
+            raise ConfigError(
+                f"{where}: divergence: {d.name!r} cannot serve prior {p.name!r} "
+                f"({support} support); it supports: {', '.join(supports)}"
+            )
+        batch = config.data.batch_size
+        smallest = divergence.min_batch() if hasattr(divergence, "min_batch") else 2
+        if smallest > batch:
+            raise ConfigError(
+                f"{where}: divergence: {d.name!r} with options {d.options} needs batches of at "
+                f"least {smallest} codes; data.batch_size is {batch}"
+            )
+        size = self.build(
+            where,
+            "data",
+            ("size", config.data.name, config.data.options),
+            lambda: _train_size(data),
+        )
+        if size is not None and batch > size:
+            raise ConfigError(
+                f"{where}: data.batch_size = {batch} exceeds the training split's {size} samples"
+            )
+        t = config.train
+        self.build(
+            where,
+            "train.device",
+            ("device", t.device, t.precision, t.compile),
+            lambda: _check_device(t.device, t.precision, t.compile),
+        )
+
+
+def _build_pair(backbone: Any, data: Any, prior: Any) -> None:
+    condition_shape = data.condition_shape
+    if condition_shape is None:
+        backbone.build(data.shape, prior.dim, prior)
+    else:
+        backbone.build(data.shape, prior.dim, prior, condition_shape=condition_shape)
+
+
+def _train_size(data: Any) -> int | None:
+    tensors = data.tensors("train")
+    if tensors is not None:
+        return int(tensors[0].shape[0])
+    split = data.split("train")
+    return len(split) if hasattr(split, "__len__") else None
+
+
+def _check_device(device: str, precision: str, compile: bool) -> None:
+    from agekit.trainer import DeviceUnavailable, resolve_device
+
+    try:
+        resolved = resolve_device(device)
+    except DeviceUnavailable as exc:
+        raise ValueError(str(exc).removeprefix("train.device: ")) from None
+    if precision == "bf16" and resolved.type != "cuda":
+        raise ValueError(f"train.precision = 'bf16' needs a CUDA device, not {device!r}")
+    if compile and resolved.type != "cuda":
+        raise ValueError(f"train.compile = true is supported on CUDA devices only, not {device!r}")
 
 
 #: The configuration section of a component name -> its registry kind.
@@ -251,14 +427,17 @@ def _available_axes(spec: StudySpec, source: str) -> dict[str, list[Any]]:
 
 
 def _metrics(
-    setting: Setting, config: ExperimentConfig, source: str, run_id: str, defaults: Any
+    setting: Setting,
+    config: ExperimentConfig,
+    checker: _Checker,
+    run_id: str,
+    axis_values: Sequence[tuple[str, Any]],
+    defaults: Any,
 ) -> tuple[Component, ...]:
     if setting.metrics:
         return tuple(
             Component(name=m) if isinstance(m, str) else Component(name=m.name, options=m.options)
             for m in setting.metrics
         )
-    from agekit.registry import create
-
-    kind = create("dataset", config.data.name, **config.data.options).kind
-    return tuple(Component(name=name) for name in defaults(config.data.name, kind))
+    data = checker.dataset(_where(checker.source, run_id, axis_values), config)
+    return tuple(Component(name=name) for name in defaults(config.data.name, data.kind))
