@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agekit.cli import main
-from agekit.config import ConfigError, load_config, parse_config
+from agekit.config import (
+    ConfigError,
+    deep_merge,
+    load_config,
+    load_toml,
+    loads_toml,
+    parse_config,
+    parse_overrides,
+    set_dotted,
+)
 from agekit.studies.spec import load_study, plan
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,3 +110,58 @@ def test_a_run_name_cannot_escape_out_dir(name: str) -> None:
     with pytest.raises(ConfigError, match=r"name: .*relative folder name inside out_dir"):
         parse_config({"name": name})
     assert parse_config({"name": "group/run"}).run_dir() == Path("runs/group/run")
+
+
+# one TOML loader, one dotted setter ---------------------------------------------------------------
+
+
+def test_load_toml_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"is a folder; expected a configuration file"):
+        load_config(tmp_path)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("a = [")
+    with pytest.raises(ConfigError, match=r"bad\.toml: not valid TOML"):
+        load_toml(bad, "study file")
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match=r"binary\.toml: not a text file"):
+        load_toml(binary)
+    assert loads_toml("a = 1\n[b]\nc = 'x'") == {"a": 1, "b": {"c": "x"}}
+
+
+def test_set_dotted_creates_tables_and_refuses_keys_below_values() -> None:
+    tree: dict[str, Any] = {"train": {"steps": 5}}
+    set_dotted(tree, "data.options.size", 3)
+    set_dotted(tree, "train.epochs", 2)
+    assert tree == {"train": {"steps": 5, "epochs": 2}, "data": {"options": {"size": 3}}}
+    with pytest.raises(ConfigError, match=r"train\.steps is a value \(5\), not a table"):
+        set_dotted(tree, "train.steps.x", 1)
+
+
+@pytest.mark.parametrize(
+    ("pairs", "expected"),
+    [
+        (["train=5"], r"--set train=5: train is a section \(steps, .*e\.g\. train\.steps="),
+        (["game.data_loss=l2"], r"game\.data_loss is a section \(name, options\)"),
+        (["train.steps.x=1"], r"train\.steps is a value, not a section"),
+        (["train.steps"], r"--set expects KEY=VALUE"),
+        (["a..b=1"], r"not a dotted key"),
+    ],
+)
+def test_overrides_of_the_wrong_shape_are_config_errors(pairs: list[str], expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        parse_overrides(pairs)
+
+
+def test_overrides_parse_toml_values_and_bare_words() -> None:
+    merged = parse_overrides(["train.steps=5", "train.device=cuda:1", "data.options.flag=true"])
+    assert merged["train"] == {"steps": 5, "device": "cuda:1"}
+    assert merged["data"] == {"options": {"flag": True}}
+    config = parse_config(deep_merge(loads_toml(BASE), parse_overrides(["train.steps=7"])))
+    assert config.train.steps == 7
+
+
+def test_study_axes_use_the_same_setter() -> None:
+    from agekit.studies import spec
+
+    assert spec.set_dotted is set_dotted
