@@ -178,7 +178,7 @@ def _refuse_conditional(model: Any, command: str) -> None:
 def _cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from agekit.trainer import load_trained
+    from agekit.model import load_trained
     from agekit.visual import save_samples
 
     model, _ = load_trained(args.checkpoint, args.device)
@@ -197,7 +197,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 def _cmd_reconstruct(args: argparse.Namespace) -> int:
     import torch
 
-    from agekit.trainer import load_trained, test_batch
+    from agekit.datasets.stream import test_batch
+    from agekit.model import load_trained
     from agekit.visual import save_pairs_grid
 
     model, _ = load_trained(args.checkpoint, args.device)
@@ -220,8 +221,9 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
     import torch
     from torchvision.utils import save_image
 
+    from agekit.datasets.stream import test_batch
     from agekit.latent import interpolate
-    from agekit.trainer import load_trained, test_batch
+    from agekit.model import load_trained
 
     model, _ = load_trained(args.checkpoint, args.device)
     _refuse_conditional(model, "interpolate")
@@ -262,7 +264,7 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
 
 
 def _conditional_model(checkpoint: str, device: str) -> Any:
-    from agekit.trainer import load_trained
+    from agekit.model import load_trained
 
     model, _ = load_trained(checkpoint, device)
     if model.data.condition_shape is None:
@@ -556,8 +558,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agekit.components import ComponentInputError
     from agekit.config import ConfigError
     from agekit.distributed import DistributedError
+    from agekit.model import DeviceUnavailable
     from agekit.registry import RegistryError
-    from agekit.trainer import DeviceUnavailable, TrainingDiverged
+    from agekit.trainer import TrainingDiverged
 
     args = build_parser().parse_args(argv)
     _show_notes()

@@ -19,6 +19,7 @@ from agekit.components import (
     Prior,
 )
 from agekit.config import Component
+from agekit.model import load_trained
 from agekit.registry import REGISTRY, RegistryError, create
 
 
@@ -82,8 +83,6 @@ def evaluate(
     metric by its ``generator_inputs``); ``"running"`` keeps the statistics training left. Metrics
     that run the networks in eval mode use them; the choice is recorded under ``"batchnorm"``.
     """
-    from agekit.trainer import load_trained
-
     path = ckpt.resolve(run_dir)
     model, state = load_trained(path, device)
     generator_statistics = None

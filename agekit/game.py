@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from agekit.components import Divergence, Encoder, Generator, Prior, ReconstructionLoss
 
@@ -52,21 +52,58 @@ class AGEGame:
         weights: GameWeights | None = None,
         gather: Callable[[Tensor], Tensor] | None = None,
         latent_filter: Callable[[Tensor], Tensor] | None = None,
+        *,
+        trained_encoder: nn.Module | None = None,
+        trained_generator: nn.Module | None = None,
     ) -> None:
         self.encoder = encoder
         self.generator = generator
+        #: How each step calls the network it updates (the encoder in the encoder step, the
+        #: generator in the generator step); the other network is called as ``encoder`` or
+        #: ``generator``. The same modules unless given: a multi-process trainer passes its
+        #: DistributedDataParallel wrappers here, whose backward averages gradients over processes,
+        #: while the frozen network is called bare (DDP must not expect gradients for parameters
+        #: that are switched off).
+        self.trained_encoder: nn.Module = encoder if trained_encoder is None else trained_encoder
+        self.trained_generator: nn.Module = (
+            generator if trained_generator is None else trained_generator
+        )
         self.prior = prior
         self.divergence = divergence
         self.data_loss = data_loss
         self.latent_loss = latent_loss
         self.weights = weights or GameWeights()
         #: Applied to codes before the divergence only (reconstruction losses stay per sample):
-        #: a multi-process run sets a gradient-carrying all-gather here so that the divergence, a
+        #: a multi-process trainer passes a gradient-carrying all-gather so that the divergence, a
         #: batch statistic, sees the global batch. None is the identity.
         self.gather = gather
         #: Applied to g(z) before L_Z only (the divergence still sees g(z) as it is): with a
         #: low-pass here the generator cannot satisfy lambda L_Z by hiding z in fine structure.
         self.latent_filter = latent_filter
+
+    def with_networks(
+        self,
+        encoder: Encoder,
+        generator: Generator,
+        trained_encoder: nn.Module | None = None,
+        trained_generator: nn.Module | None = None,
+        gather: Callable[[Tensor], Tensor] | None = None,
+    ) -> AGEGame:
+        """The same game (prior, divergence, losses, weights, filter) played by other modules: a
+        trainer's wrapped networks, or copies of them. ``gather`` replaces this game's."""
+        return AGEGame(
+            encoder,
+            generator,
+            self.prior,
+            self.divergence,
+            self.data_loss,
+            self.latent_loss,
+            self.weights,
+            gather=gather,
+            latent_filter=self.latent_filter,
+            trained_encoder=trained_encoder,
+            trained_generator=trained_generator,
+        )
 
     def _divergence(self, codes: Tensor) -> Tensor:
         if self.gather is not None:
@@ -78,11 +115,12 @@ class AGEGame:
     ) -> StepLosses:
         """Eq. (5): the generator pulls e(g(z)) onto the prior and keeps z recoverable."""
         w = self.weights
-        fake = self.generator(z, condition)
-        fake_codes = self.encoder(fake, condition)
+        encoder, generator = self.encoder, self.trained_generator
+        fake = generator(z, condition)
+        fake_codes = encoder(fake, condition)
         kl_fake = self._divergence(fake_codes)
         if self.latent_filter is not None:
-            latent_rec = self.latent_loss(z, self.encoder(self.latent_filter(fake), condition))
+            latent_rec = self.latent_loss(z, encoder(self.latent_filter(fake), condition))
         else:
             latent_rec = self.latent_loss(z, fake_codes)
         loss = kl_fake + w.latent_weight * latent_rec
@@ -90,7 +128,7 @@ class AGEGame:
         if w.generator_data_weight > 0:
             if x is None:
                 raise ValueError("generator_data_weight > 0 needs a real batch x")
-            data_rec = self.data_loss(x, self.generator(self.encoder(x, condition), condition))
+            data_rec = self.data_loss(x, generator(encoder(x, condition), condition))
             loss = loss + w.generator_data_weight * data_rec
             terms["data_rec"] = data_rec
         return StepLosses(loss, terms)
@@ -106,20 +144,21 @@ class AGEGame:
         """Eq. (6): the encoder spreads real codes over the prior, pushes generated codes away
         from it, and keeps x recoverable from e(x)."""
         w = self.weights
+        encoder, generator = self.trained_encoder, self.generator
         with torch.no_grad():
-            fake = self.generator(z, fake_condition if fake_condition is not None else condition)
-        fake_codes = self.encoder(fake, fake_condition if fake_condition is not None else condition)
-        real_codes = self.encoder(x, condition)
+            fake = generator(z, fake_condition if fake_condition is not None else condition)
+        fake_codes = encoder(fake, fake_condition if fake_condition is not None else condition)
+        real_codes = encoder(x, condition)
         kl_fake = self._divergence(fake_codes)
         kl_real = self._divergence(real_codes)
         adversarial = kl_fake if w.fake_margin is None else torch.clamp(kl_fake, max=w.fake_margin)
         loss = kl_real - adversary_weight * adversarial
         if w.data_weight > 0:
-            data_rec = self.data_loss(x, self.generator(real_codes, condition))
+            data_rec = self.data_loss(x, generator(real_codes, condition))
             loss = loss + w.data_weight * data_rec
         else:  # still logged, but it must not put the generator into the encoder's graph
             with torch.no_grad():
-                data_rec = self.data_loss(x, self.generator(real_codes, condition))
+                data_rec = self.data_loss(x, generator(real_codes, condition))
         terms = {"kl_real": kl_real, "kl_fake_enc": kl_fake, "data_rec": data_rec}
         if w.encoder_latent_weight > 0:
             latent_rec = self.latent_loss(z, fake_codes)

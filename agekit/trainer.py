@@ -22,19 +22,16 @@ from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from agekit import checkpoint as ckpt
 from agekit import distributed
-from agekit.components import ComponentInputError, DataSource, EncoderGenerator, Prior
-from agekit.config import (
-    DistributedConfig,
-    ExperimentConfig,
-    config_to_dict,
-    reference_adversary_threshold,
-)
-from agekit.filters import low_pass
-from agekit.game import AGEGame, GameWeights, RegressionObjective
-from agekit.registry import create
+from agekit.components import ComponentInputError
+from agekit.config import ExperimentConfig, config_to_dict, reference_adversary_threshold
+from agekit.datasets.stream import BatchStream, test_batch, test_batch_conditioned
+from agekit.game import AGEGame, RegressionObjective
+from agekit.model import DeviceUnavailable, build_model, resolve_device
+from agekit.progress import TensorBoardLog, plain_every, to_stderr, training_progress
 from agekit.visual import save_pairs_grid, save_samples
 
 #: Notes for the person running the trainer (a resume that fell back, a torn log line dropped);
@@ -46,194 +43,8 @@ class TrainingDiverged(RuntimeError):
     """A term of the game became NaN or inf."""
 
 
-class DeviceUnavailable(RuntimeError):
-    pass
-
-
-def resolve_device(spec: str) -> torch.device:
-    """``auto`` picks CUDA when present; an explicit device that is not there is an error."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise DeviceUnavailable(
-            f"train.device: {spec!r} is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
-        ) from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceUnavailable(
-                f"train.device = {spec!r} but CUDA is not available on this machine "
-                "(agekit never falls back to another device; use 'auto' or 'cpu')"
-            )
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise DeviceUnavailable(
-                f"train.device = {spec!r} but only {torch.cuda.device_count()} CUDA device(s) exist"
-            )
-    elif device.type != "cpu":
-        raise DeviceUnavailable(f"train.device: unsupported device type {device.type!r}")
-    return device
-
-
 class Callback(Protocol):
     def __call__(self, event: str, trainer: Trainer, record: dict[str, Any]) -> None: ...
-
-
-@dataclass
-class Model:
-    """Everything built from a configuration: what a checkpoint restores."""
-
-    config: ExperimentConfig
-    prior: Prior
-    data: DataSource
-    pair: EncoderGenerator
-    game: AGEGame
-    #: Set when ``game.objective = "regression"``: the generator-only baseline.
-    regression: RegressionObjective | None = None
-
-
-def build_model(config: ExperimentConfig, device: torch.device) -> Model:
-    torch.manual_seed(config.train.seed)
-    prior = create("prior", config.prior.name, dim=config.prior.dim, **config.prior.options)
-    data = create("dataset", config.data.name, **config.data.options)
-    backbone = create("backbone", config.backbone.name, **config.backbone.options)
-    condition_shape = data.condition_shape
-    if condition_shape is None:
-        pair = backbone.build(data.shape, prior.dim, prior)
-    else:
-        pair = backbone.build(data.shape, prior.dim, prior, condition_shape=condition_shape)
-    pair.encoder.to(device)
-    pair.generator.to(device)
-    game = AGEGame(
-        pair.encoder,
-        pair.generator,
-        prior,
-        create("divergence", config.divergence.name, **config.divergence.options),
-        create("loss", config.game.data_loss.name, **config.game.data_loss.options),
-        create("loss", config.game.latent_loss.name, **config.game.latent_loss.options),
-        GameWeights(
-            latent_weight=config.game.latent_weight,
-            data_weight=config.game.data_weight,
-            generator_data_weight=config.game.generator_data_weight,
-            encoder_latent_weight=config.game.encoder_latent_weight,
-            fake_margin=None if math.isinf(config.game.fake_margin) else config.game.fake_margin,
-        ),
-        latent_filter=low_pass(config.game.latent_filter, config.game.latent_filter_sigma),
-    )
-    regression = None
-    if config.game.objective == "regression":
-        regression = RegressionObjective(pair.generator, game.data_loss)
-    return Model(config, prior, data, pair, game, regression)
-
-
-class BatchStream:
-    """Seeded epoch permutations with a resumable position (identical order after a resume).
-
-    ``batch_size`` is the global batch. With ``world_size`` N > 1 every process walks the same
-    permutation and returns only its rank's N-th of each global batch, so the N processes
-    together see exactly the batches one process would, and the stream's state (the same on
-    every rank) resumes under any N that divides the batch.
-    """
-
-    def __init__(
-        self,
-        data: DataSource,
-        batch_size: int,
-        device: torch.device,
-        seed: int,
-        workers: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        self.batch_size = batch_size
-        self.local_batch = distributed.local_batch_size(batch_size, world_size)
-        self.local_slice = slice(rank * self.local_batch, (rank + 1) * self.local_batch)
-        self.device = device
-        self.generator = torch.Generator().manual_seed(seed)
-        tensors = data.tensors("train")
-        if tensors is not None:
-            # Small embedded sets live on the device as one tensor: no DataLoader per batch.
-            self.x_all: Tensor | None = tensors[0].to(device)
-            conditions = data.conditions("train")
-            self.condition_all = conditions.to(device) if conditions is not None else None
-            self.dataset = None
-            self.size = int(tensors[0].shape[0])
-        else:
-            self.x_all = None
-            self.condition_all = None
-            self.dataset = data.split("train")
-            self.size = len(self.dataset)  # type: ignore[arg-type]
-        if self.size < batch_size:
-            raise ValueError(
-                f"data.batch_size = {batch_size} exceeds the training split's {self.size} samples"
-            )
-        self.workers = workers
-        self.epoch = 0
-        self.position = 0
-        self.permutation = torch.randperm(self.size, generator=self.generator)
-        self._loader: Iterator[Any] | None = None
-
-    @property
-    def batches_per_epoch(self) -> int:
-        return self.size // self.batch_size  # the last incomplete batch is dropped
-
-    def _new_epoch(self) -> None:
-        self.epoch += 1
-        self.position = 0
-        self.permutation = torch.randperm(self.size, generator=self.generator)
-        self._loader = None
-
-    def next(self) -> Tensor:
-        return self.next_conditioned()[0]
-
-    def next_conditioned(self) -> tuple[Tensor, Tensor | None]:
-        """The next batch x and its conditions (None for unconditional data)."""
-        if self.position + self.batch_size > self.size:
-            self._new_epoch()
-        index = self.permutation[self.position : self.position + self.batch_size][self.local_slice]
-        self.position += self.batch_size
-        if self.x_all is not None:
-            on_device = index.to(self.device)
-            condition = None
-            if self.condition_all is not None:
-                condition = self.condition_all[on_device]
-            return self.x_all[on_device], condition
-        return self._load(index)
-
-    def _load(self, index: Tensor) -> tuple[Tensor, Tensor | None]:
-        if self._loader is None:
-            remaining = self.permutation[self.position - self.batch_size :]
-            batches = [
-                remaining[i : i + self.batch_size][self.local_slice].tolist()
-                for i in range(0, len(remaining) - self.batch_size + 1, self.batch_size)
-            ]
-            loader = torch.utils.data.DataLoader(
-                self.dataset,  # type: ignore[arg-type]
-                batch_sampler=batches,
-                num_workers=self.workers,
-                pin_memory=self.device.type == "cuda",
-            )
-            self._loader = iter(loader)
-        batch = next(self._loader)
-        x = batch[0].to(self.device, non_blocking=True)
-        if len(batch) > 2:  # conditional sources give (x, label, condition)
-            return x, batch[2].to(self.device, non_blocking=True)
-        return x, None
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "generator": self.generator.get_state(),
-            "epoch": self.epoch,
-            "position": self.position,
-            "permutation": self.permutation,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-        self.epoch = int(state["epoch"])
-        self.position = int(state["position"])
-        self.permutation = state["permutation"]
-        self._loader = None
 
 
 class AdaptiveAdversaryWeight:
@@ -257,19 +68,6 @@ class AdaptiveAdversaryWeight:
         else:
             self.weight = min(self.maximum, self.weight + self.increase * lr_ratio)
         return self.weight
-
-
-@dataclass(frozen=True)
-class _Roles:
-    """The modules the game calls in each step. The network being updated is called through its
-    DDP wrapper (whose backward averages gradients over processes); the frozen one is called
-    bare, as DDP must not expect gradients for parameters that are switched off. In a single
-    process all four are the same two modules."""
-
-    train_encoder: nn.Module
-    train_generator: nn.Module
-    encoder: nn.Module
-    generator: nn.Module
 
 
 @dataclass
@@ -318,7 +116,6 @@ class Trainer:
                 for net in (self.model.pair.encoder, self.model.pair.generator):
                     converted = nn.SyncBatchNorm.convert_sync_batchnorm(net)
                     assert converted is net
-            self.model.game.gather = distributed.code_gatherer(config.distributed.divergence)
         self.encoder = self.model.pair.encoder
         self.generator = self.model.pair.generator
         t = config.train
@@ -354,8 +151,11 @@ class Trainer:
         self.lr_scale = 1.0
         fixed = torch.Generator().manual_seed(t.seed + 3)
         self.fixed_z = self.model.prior.sample(t.grid_size, fixed).to(self.device)
-        self._roles: _Roles | None = None
-        self._tb_writer: Any = None
+        #: The game and the regression objective as this trainer plays them, on its wrapped
+        #: networks: built once, on the first step (:meth:`_wrapped`).
+        self._game: AGEGame | None = None
+        self._regression: RegressionObjective | None = None
+        self._tensorboard = TensorBoardLog(self.run_dir / "tensorboard")
         #: The signal (SIGTERM, SIGINT) that stopped the last ``fit(handle_signals=True)``, if any.
         self.interrupted_by: int | None = None
 
@@ -407,7 +207,7 @@ class Trainer:
         if rng["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
         self.z_generator.set_state(rng["z"])
-        random.setstate(_as_python_random_state(rng["python"]))
+        random.setstate(ckpt.python_random_state(rng["python"]))
 
     def save_checkpoint(self) -> Path:
         path = self.checkpoint_dir / f"step_{self.step:08d}.pt"
@@ -438,13 +238,7 @@ class Trainer:
             log.warning(
                 "%s; kept as %s, resuming from the older %s instead", reason, kept.name, path.name
             )
-        saved = state.get("config")
-        if saved is not None and "distributed" not in saved:
-            # Checkpoints written before the section existed ran with its defaults.
-            saved = {**saved, "distributed": DistributedConfig().model_dump(mode="json")}
-        if saved is not None and "objective" not in saved.get("game", {"objective": None}):
-            # Checkpoints written before game.objective existed trained the AGE game.
-            saved = {**saved, "game": {"objective": "age", **saved["game"]}}
+        saved = ckpt.saved_config(state)
         if saved is not None and saved != config_to_dict(self.config):
             raise ckpt.CheckpointError(
                 f"{path}: the run was started with a different configuration; "
@@ -501,20 +295,26 @@ class Trainer:
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _networks(self) -> _Roles:
-        # Built on first use, so that whatever a caller does to the modules after construction
-        # (loading a checkpoint, changing dtype) happens before DDP registers its buckets.
-        if self._roles is not None:
-            return self._roles
+    def _wrapped(self) -> tuple[AGEGame, RegressionObjective | None]:
+        """The game (and the regression objective) on this trainer's wrapped networks.
+
+        Each step calls the network it updates through its DDP wrapper (whose backward averages
+        gradients over processes) and the frozen one bare; with ``train.compile`` every module is
+        compiled once. In a single process without compile these are the model's own modules.
+        Built on the first step, so that whatever a caller does to the modules after construction
+        (loading a checkpoint, changing dtype) happens before DDP registers its buckets.
+        """
+        if self._game is not None:
+            return self._game, self._regression
         encoder: nn.Module = self.encoder
         generator: nn.Module = self.generator
         train_encoder, train_generator = encoder, generator
+        gather = None
         if self.dist is not None:
-            from torch.nn.parallel import DistributedDataParallel
-
             ids = [self.device.index] if self.device.type == "cuda" else None
             train_encoder = DistributedDataParallel(encoder, device_ids=ids)
             train_generator = DistributedDataParallel(generator, device_ids=ids)
+            gather = distributed.code_gatherer(self.config.distributed.divergence)
         if self.config.train.compile:
             compiled: dict[int, nn.Module] = {}
             for module in (encoder, generator, train_encoder, train_generator):
@@ -523,8 +323,19 @@ class Trainer:
             encoder, generator = compiled[id(encoder)], compiled[id(generator)]
             train_encoder = compiled[id(train_encoder)]
             train_generator = compiled[id(train_generator)]
-        self._roles = _Roles(train_encoder, train_generator, encoder, generator)
-        return self._roles
+        self._game = self.model.game.with_networks(
+            encoder,  # type: ignore[arg-type]  # the model's encoder, perhaps compiled
+            generator,  # type: ignore[arg-type]
+            trained_encoder=train_encoder,
+            trained_generator=train_generator,
+            gather=gather,
+        )
+        if self.model.regression is not None:
+            self._regression = RegressionObjective(
+                train_generator,  # type: ignore[arg-type]
+                self.model.regression.data_loss,
+            )
+        return self._game, self._regression
 
     def _sample_z(self, n: int) -> Tensor:
         # z is drawn on the CPU from its own generator so a run's noise is the same on every device;
@@ -549,9 +360,7 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         """One iteration: an encoder update, then ``gen_steps_per_encoder_step`` generator ones."""
-        game = self.model.game
-        roles = self._networks()
-        game.encoder, game.generator = roles.train_encoder, roles.generator  # type: ignore[assignment]
+        game, regression = self._wrapped()
         batch = self.local_batch
         # condition is None for unconditional data, and then every call below is the same as
         # without it. For conditional data the divergences still see the whole batch of codes
@@ -561,8 +370,8 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
             if condition is not None and condition.ndim == 4:
                 condition = condition.contiguous(memory_format=torch.channels_last)
-        if self.model.regression is not None:
-            return self._regression_step(x, condition)
+        if regression is not None:
+            return self._regression_step(regression, x, condition)
         adversary_weight = self.adversary.weight if self.adversary else 1.0
 
         self.encoder.requires_grad_(True)
@@ -578,7 +387,6 @@ class Trainer:
 
         self.encoder.requires_grad_(False)
         self.generator.requires_grad_(True)
-        game.encoder, game.generator = roles.encoder, roles.train_generator  # type: ignore[assignment]
         gen_terms: dict[str, Tensor] = {}
         for _ in range(self.config.game.gen_steps_per_encoder_step):
             real = x if self.config.game.generator_data_weight > 0 else None
@@ -604,11 +412,10 @@ class Trainer:
             self.adversary.update(record["kl_real"], record["kl_fake_enc"], self.lr_scale)
         return record
 
-    def _regression_step(self, x: Tensor, condition: Tensor | None) -> dict[str, float]:
+    def _regression_step(
+        self, objective: RegressionObjective, x: Tensor, condition: Tensor | None
+    ) -> dict[str, float]:
         """The regression baseline: one generator update on data_loss(x, g(z | condition))."""
-        assert self.model.regression is not None
-        objective = self.model.regression
-        objective.generator = self._networks().train_generator  # type: ignore[assignment]
         self.generator.requires_grad_(True)
         with self._autocast():
             step = objective.generator_step(self._sample_z(self.local_batch), x, condition)
@@ -704,11 +511,12 @@ class Trainer:
         status = "complete"
         last: dict[str, float] = {}
         window_start, window_steps = time.perf_counter(), 0
-        progress = _progress(self.show_progress, total, self.step)
+        progress = training_progress(
+            self.show_progress, total, self.step, plain_every(total, t.log_every)
+        )
         signals = _StopSignals(self) if handle_signals else None
         self._emit("start", {"step": self.step})
-        with signals or contextlib.nullcontext(), progress as bar:
-            task = bar.add_task("training", total=total, completed=self.step, stats="")
+        with signals or contextlib.nullcontext(), progress:
             while total is None or self.step < total:
                 if signals is not None and self._stop_requested(signals):
                     status = "interrupted"
@@ -741,12 +549,12 @@ class Trainer:
                         **record,
                     }
                     self._log(entry)
-                    bar.update(task, stats=_format_stats(entry))
+                    progress.update(self.step, entry)
                 if self.is_main and self.step % t.image_every == 0:
                     self.write_images()
                 if self.is_main and self.step % t.checkpoint_every == 0:
                     self.save_checkpoint()
-                bar.update(task, completed=self.step)
+                progress.update(self.step)
             # Still under the signal handlers: a second signal during this write exits at once
             # (the write is atomic: the older checkpoints stay as they were).
             if self.is_main:
@@ -776,24 +584,8 @@ class Trainer:
         self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
         with self.metrics_path.open("a") as handle:
             handle.write(json.dumps(entry) + "\n")
-        writer = self._tensorboard()
-        if writer is not None:
-            for key, value in entry.items():
-                if key != "step" and isinstance(value, int | float):
-                    writer.add_scalar(key, value, entry["step"])
-            writer.flush()
+        self._tensorboard.add(entry)
         self._emit("log", entry)
-
-    def _tensorboard(self) -> Any:
-        """A TensorBoard writer when the tensorboard package is installed (optional)."""
-        if self._tb_writer is None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                self._tb_writer = False
-            else:
-                self._tb_writer = SummaryWriter(str(self.run_dir / "tensorboard"))
-        return self._tb_writer or None
 
     def _emit(self, event: str, record: dict[str, Any]) -> None:
         for callback in self.callbacks:
@@ -845,13 +637,6 @@ class Trainer:
 STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
 
 
-def _to_stderr(message: str) -> None:
-    """Write from a signal handler: straight to the file descriptor (no Python-level buffer, which
-    may be in the middle of another write)."""
-    with contextlib.suppress(OSError):
-        os.write(2, (message + "\n").encode())
-
-
 class _StopSignals:
     """While entered: the first SIGTERM/SIGINT is recorded for the training loop to stop at the
     next step boundary; a second one exits at once with the conventional status 128 + signum.
@@ -889,102 +674,12 @@ class _StopSignals:
             if trainer.is_main:
                 last = ckpt.latest(trainer.checkpoint_dir)
                 kept = f"the newest checkpoint is {last}" if last else "no checkpoint was written"
-                _to_stderr(f"\nagekit: second signal ({name}): stopped at once; {kept}")
+                to_stderr(f"\nagekit: second signal ({name}): stopped at once; {kept}")
             os._exit(128 + signum)
         self.received = signum
         if trainer.is_main:
-            _to_stderr(
+            to_stderr(
                 f"\nagekit: {name} received: finishing the current step, then writing a "
                 f"checkpoint to {trainer.checkpoint_dir} (send it again to stop at once, "
                 "without one)"
             )
-
-
-def test_batch_conditioned(data: DataSource, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Like :func:`test_batch`, with the samples' conditions (the data must be conditional)."""
-    tensors = data.tensors("test")
-    conditions = data.conditions("test")
-    index = _test_index(data, tensors, n, seed)
-    if tensors is not None and conditions is not None:
-        return tensors[0][index], conditions[index]
-    split = data.split("test")
-    items = [split[int(i)] for i in index]
-    return torch.stack([item[0] for item in items]), torch.stack([item[2] for item in items])
-
-
-def test_batch(data: DataSource, n: int, seed: int = 0) -> Tensor:
-    """``n`` test samples drawn with a fixed seed: the same images in every grid of a run, and
-    a mix of classes (splits may be stored class by class)."""
-    tensors = data.tensors("test")
-    index = _test_index(data, tensors, n, seed)
-    if tensors is not None:
-        return tensors[0][index]
-    split = data.split("test")
-    return torch.stack([split[int(i)][0] for i in index])
-
-
-def _test_index(
-    data: DataSource, tensors: tuple[Tensor, Tensor] | None, n: int, seed: int
-) -> Tensor:
-    """The first ``n`` positions of a seeded permutation of the test split."""
-    size = int(tensors[0].shape[0]) if tensors is not None else len(data.split("test"))  # type: ignore[arg-type]
-    return torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:n]
-
-
-def _as_python_random_state(state: Any) -> tuple[Any, ...]:
-    version, internal, gauss = state
-    return (version, tuple(internal), gauss)
-
-
-def _format_stats(entry: dict[str, Any]) -> str:
-    names = [
-        ("kl_real", "KL_real"),
-        ("kl_fake", "KL_fake"),
-        ("data_rec", "L_X"),
-        ("latent_rec", "L_Z"),
-    ]
-    parts = [f"{label} {entry[key]:.3f}" for key, label in names if key in entry]
-    parts.append(f"{entry['images_per_s']:.0f} img/s")
-    return "  ".join(parts)
-
-
-class _NullProgress:
-    def __enter__(self) -> _NullProgress:
-        return self
-
-    def __exit__(self, *args: object) -> None:
-        return None
-
-    def add_task(self, *args: Any, **kwargs: Any) -> int:
-        return 0
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-def _progress(enabled: bool, total: int | None, completed: int) -> Any:
-    if not enabled:
-        return _NullProgress()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[stats]}"),
-    )
-
-
-def load_trained(path: str | Path, device: str = "auto") -> tuple[Model, dict[str, Any]]:
-    """Rebuild the model of a checkpoint (file or run folder) for sampling and evaluation."""
-    from agekit.config import parse_config
-
-    path = ckpt.resolve(path)
-    target = resolve_device(device)
-    state = ckpt.load(path, map_location=target)
-    config = parse_config(state["config"], f"{path} (saved configuration)")
-    model = build_model(config, target)
-    model.pair.encoder.load_state_dict(state["encoder"])
-    model.pair.generator.load_state_dict(state["generator"])
-    return model, state

@@ -50,9 +50,10 @@ import agekit
 from agekit.batchnorm import reestimate_batchnorm
 from agekit.components import DataSource, EvaluationContext, Prior
 from agekit.config import ExperimentConfig, GameConfig, load_config
+from agekit.datasets.stream import BatchStream
 from agekit.evaluation import default_cache_dir
 from agekit.recipes import RECIPES
-from agekit.trainer import BatchStream, Trainer
+from agekit.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "mnist5k.toml"

@@ -250,8 +250,8 @@ def _oracle(
     """The gradient of ``loss_of(game)`` with respect to ``role``'s parameters, computed on copies
     of the networks as they were in ``state``, and both networks' buffers after that forward."""
     nets = {r: copy.deepcopy(m) for r, m in state.modules.items()}
-    game = copy.copy(trainer.model.game)  # the same divergence, losses and weights
-    game.encoder, game.generator = nets["encoder"], nets["generator"]  # type: ignore[assignment]
+    # The same divergence, losses and weights, on the copies.
+    game = trainer.model.game.with_networks(nets["encoder"], nets["generator"])  # type: ignore[arg-type]
     for param in itertools.chain(*(net.parameters() for net in nets.values())):
         param.requires_grad_(True)  # the parameters' own switch: the modules' may be patched
     names, params = zip(*nets[role].named_parameters(), strict=True)

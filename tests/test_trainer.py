@@ -16,13 +16,8 @@ import torch
 
 from agekit import checkpoint as ckpt
 from agekit.config import ConfigError, parse_config, reference_adversary_threshold
-from agekit.trainer import (
-    AdaptiveAdversaryWeight,
-    DeviceUnavailable,
-    Trainer,
-    TrainingDiverged,
-    resolve_device,
-)
+from agekit.model import DeviceUnavailable, resolve_device
+from agekit.trainer import AdaptiveAdversaryWeight, Trainer, TrainingDiverged
 
 TINY: dict[str, Any] = {
     "name": "tiny",

@@ -1,0 +1,221 @@
+"""What a training run shows while it runs: a progress bar or plain lines, TensorBoard scalars.
+
+On a terminal, :func:`training_progress` draws a rich bar whose first row (step count, bar,
+elapsed time) fits in 80 columns, with the latest log record's terms on a row of their own. When
+the stream is not a terminal (a log redirected to a file, a batch job's output), it prints plain
+lines instead, about every tenth of the run: ``step 400/4000  KL_real 0.612 ...``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+from rich.console import Console, RenderableType
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Column
+from rich.text import Text
+
+__all__ = [
+    "LineProgress",
+    "NullProgress",
+    "TensorBoardLog",
+    "TrainingProgress",
+    "format_stats",
+    "plain_every",
+    "to_stderr",
+    "training_progress",
+]
+
+#: The log record's terms a progress display shows, with the training log's labels.
+STATS_LABELS: tuple[tuple[str, str], ...] = (
+    ("kl_real", "KL_real"),
+    ("kl_fake", "KL_fake"),
+    ("data_rec", "L_X"),
+    ("latent_rec", "L_Z"),
+)
+
+
+def format_stats(entry: Mapping[str, Any]) -> str:
+    """A log record's headline terms and throughput: ``KL_real 0.612  L_X 0.456  812 img/s``."""
+    parts = [f"{label} {entry[key]:.3f}" for key, label in STATS_LABELS if key in entry]
+    parts.append(f"{entry['images_per_s']:.0f} img/s")
+    return "  ".join(parts)
+
+
+class TrainingProgress(Protocol):
+    """The progress display the training loop drives (a context manager)."""
+
+    def __enter__(self) -> TrainingProgress: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def update(self, step: int, entry: Mapping[str, Any] | None = None) -> None:
+        """``step`` steps are done; ``entry``, when given, is the log record just written."""
+
+
+class NullProgress:
+    """No display (``--quiet``, and every process but the main one)."""
+
+    def __enter__(self) -> NullProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, step: int, entry: Mapping[str, Any] | None = None) -> None:
+        return None
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+class LineProgress:
+    """Plain progress lines for a stream that is not a terminal: one every ``every`` steps, one at
+    the last step, and one for the step the run stopped at when that is neither."""
+
+    def __init__(self, total: int | None, completed: int, every: int, stream: TextIO) -> None:
+        self.total = total
+        self.every = max(1, every)
+        self.stream = stream
+        self.step = completed
+        self._printed = completed
+        self._stats = ""
+        self._started = time.perf_counter()
+
+    def __enter__(self) -> LineProgress:
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.step != self._printed:
+            self._print()
+
+    def update(self, step: int, entry: Mapping[str, Any] | None = None) -> None:
+        if entry is not None:
+            self._stats = format_stats(entry)
+        self.step = step
+        if step != self._printed and (step % self.every == 0 or step == self.total):
+            self._print()
+
+    def _print(self) -> None:
+        total = f"/{self.total}" if self.total is not None else ""
+        parts = [
+            f"step {self.step}{total}",
+            self._stats,
+            _clock(time.perf_counter() - self._started),
+        ]
+        self.stream.write("  ".join(p for p in parts if p) + "\n")
+        self.stream.flush()
+        self._printed = self.step
+
+
+class _BarWithStats(Progress):
+    """A rich progress bar with each task's ``stats`` field on its own row, so that at 80 columns
+    the long terms never squeeze the step count out of the bar's row."""
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield self.make_tasks_table(self.tasks)
+        for task in self.tasks:
+            stats = task.fields.get("stats")
+            if stats:
+                yield Text(stats, no_wrap=True, overflow="ellipsis")
+
+
+class BarProgress:
+    """The rich progress bar, for a terminal."""
+
+    def __init__(self, total: int | None, completed: int, console: Console) -> None:
+        self._bar = _BarWithStats(
+            TextColumn("[bold]{task.description}"),
+            MofNCompleteColumn(table_column=Column(no_wrap=True)),
+            BarColumn(bar_width=None, table_column=Column(max_width=40)),
+            TimeElapsedColumn(table_column=Column(no_wrap=True)),
+            console=console,
+        )
+        self._task = self._bar.add_task("training", total=total, completed=completed, stats="")
+
+    def __enter__(self) -> BarProgress:
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.__exit__(None, None, None)
+
+    def update(self, step: int, entry: Mapping[str, Any] | None = None) -> None:
+        if entry is not None:
+            self._bar.update(self._task, completed=step, stats=format_stats(entry))
+        else:
+            self._bar.update(self._task, completed=step)
+
+
+def plain_every(total: int | None, log_every: int) -> int:
+    """How often plain progress lines are printed: about every tenth of the run, on a logged step
+    (so each line carries that step's terms); every ten log records when the run has no step
+    budget (a wall-clock limit only)."""
+    if total is None:
+        return 10 * log_every
+    return log_every * max(1, -(-total // (10 * log_every)))
+
+
+def training_progress(
+    enabled: bool,
+    total: int | None,
+    completed: int,
+    every: int,
+    stream: TextIO | None = None,
+) -> TrainingProgress:
+    """The display for a run of ``total`` steps (None: no step budget) starting at ``completed``:
+    nothing when not ``enabled``; a bar when ``stream`` (default stderr) is a terminal; plain
+    lines every ``every`` steps otherwise."""
+    if not enabled:
+        return NullProgress()
+    stream = stream if stream is not None else sys.stderr
+    isatty = getattr(stream, "isatty", None)
+    if isatty is not None and isatty():
+        return BarProgress(total, completed, Console(file=stream))
+    return LineProgress(total, completed, every, stream)
+
+
+class TensorBoardLog:
+    """Every log record's numbers as TensorBoard scalars, when the optional ``tensorboard``
+    package is installed (without it, :meth:`add` does nothing)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._writer: Any = None
+
+    def _open(self) -> Any:
+        if self._writer is None:
+            try:
+                # Imported on first use: tensorboard is an optional dependency.
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                self._writer = False
+            else:
+                self._writer = SummaryWriter(str(self.folder))
+        return self._writer or None
+
+    def add(self, entry: Mapping[str, Any]) -> None:
+        writer = self._open()
+        if writer is None:
+            return
+        for key, value in entry.items():
+            if key != "step" and isinstance(value, int | float):
+                writer.add_scalar(key, value, entry["step"])
+        writer.flush()
+
+
+def to_stderr(message: str) -> None:
+    """Write from a signal handler: straight to the file descriptor (no Python-level buffer, which
+    may be in the middle of another write)."""
+    with contextlib.suppress(OSError):
+        os.write(2, (message + "\n").encode())
