@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
 
 from agekit.config import ConfigError, load_config
-from agekit.studies.report import HEADLINE, headline, holm_adjust, mean_ci, paired_comparison
+from agekit.studies.report import HEADLINE, headline
 from agekit.studies.runner import run_study
 from agekit.studies.spec import load_study, plan
+from agekit.studies.statistics import summarise
 
 STUDY = """
 name = "tiny"
@@ -129,39 +129,6 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     assert record["resumed"] is True and record["step"] == 12
 
 
-def test_intervals_stay_inside_the_observed_range() -> None:
-    # Three seeds of a count of modes: Student-t gave 1.0 [-1.48, 3.48]; a bootstrap over seeds
-    # cannot leave [min, max] of what was observed.
-    mean, low, high = mean_ci([0.0, 0.0, 3.0])
-    assert mean == 1.0 and 0.0 <= low <= mean <= high <= 3.0
-    # A resample of three seeds is all the smallest with probability 1/27 = 3.7 % > 2.5 %, so
-    # with three seeds the interval is the observed range; with more it narrows inside it.
-    assert mean_ci([1.0, 2.0, 3.0]) == (2.0, 1.0, 3.0)
-    mean, low, high = mean_ci([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])
-    assert 1.0 < low < mean < high < 8.0
-    assert mean_ci([0.5, 0.5]) == (0.5, 0.5, 0.5)
-    assert math.isnan(mean_ci([1.0])[1])
-
-
-def test_holm_adjustment() -> None:
-    # Sorted 0.01, 0.02, 0.04 -> 3 x 0.01, max(that, 2 x 0.02), max(that, 1 x 0.04).
-    assert holm_adjust([0.04, 0.01, math.nan, 0.02]) == pytest.approx(
-        [0.04, 0.03, math.nan, 0.04], nan_ok=True
-    )
-    assert holm_adjust([0.5, 0.9]) == [1.0, 1.0]
-
-
-def test_paired_comparison_detects_a_consistent_difference() -> None:
-    a = {0: 1.0, 1: 1.1, 2: 0.9, 3: 1.05}
-    b = {seed: value + 0.5 for seed, value in a.items()}
-    b[3] += 0.01
-    result = paired_comparison(a, b)
-    assert result["mean_diff"] == pytest.approx(-0.5025)
-    assert result["p_value"] < 1e-3
-    same = paired_comparison(a, dict(a))
-    assert same["p_value"] == 1.0
-
-
 def test_optional_axis_leaves_out_uninstalled_components(tmp_path: Path) -> None:
     text = STUDY.replace(
         '"divergence.name" = ["gaussian-kl", "kozachenko-leonenko"]',
@@ -267,7 +234,7 @@ def test_closing_table_fits_80_columns_without_cutting_values(
         for w in (2.0, 10.0)
         for seed in (0, 1, 2)
     ]
-    summary = report.summarise(records)
+    summary = summarise(records, report.headline(["reconstruction", "sample-quality"]))
     summary["study"] = "recipe"
     out = io.StringIO()
     monkeypatch.setattr(report, "console", Console(file=out, width=80))

@@ -1,27 +1,47 @@
-"""The study report: per-cell means with 95% bootstrap intervals over seeds, paired comparisons
-between cells (Holm-adjusted within the study), figures, and report.md, summary.csv and
-summary.json."""
+"""The study report's writers: report.md, summary.json, summary.csv and the closing table.
+
+The numbers come from :mod:`agekit.studies.statistics` (per-cell means with 95% bootstrap
+intervals over seeds, paired comparisons Holm-adjusted within the study), the plots from
+:mod:`agekit.studies.figures`; which keys are headline, and which direction is better, from the
+metric classes (:func:`headline`).
+"""
 
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import math
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
-from scipy import stats
 
+from agekit.atomic import write_json_atomic
 from agekit.components import Direction
-from agekit.evaluation import write_json_atomic
 from agekit.registry import REGISTRY, RegistryError
+from agekit.studies.figures import write_figures
+from agekit.studies.statistics import (
+    flatten,
+    holm_adjust,
+    mean_ci,
+    paired_comparison,
+    summarise,
+)
+
+#: Re-exported for callers of the report module (the study runner reads ``flatten``).
+__all__ = [
+    "HEADLINE",
+    "flatten",
+    "headline",
+    "holm_adjust",
+    "load_records",
+    "mean_ci",
+    "paired_comparison",
+    "summarise",
+    "write_report",
+]
 
 console = Console()
 
@@ -79,133 +99,11 @@ def _summary_headline(summary: dict[str, Any]) -> dict[str, Direction]:
     )
 
 
-@dataclass
-class CellStats:
-    setting: str
-    cell: str
-    n: int
-    mean: float
-    low: float
-    high: float
-    values: dict[int, float]
-
-
 def load_records(folder: Path) -> list[dict[str, Any]]:
     records = []
     for path in sorted((folder / "runs").glob("*/eval.json")):
         records.append(json.loads(path.read_text()))
     return records
-
-
-def flatten(record: dict[str, Any]) -> dict[str, float]:
-    flat: dict[str, float] = {}
-    for metric, values in record["metrics"].items():
-        for key, value in values.items():
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                continue
-            flat[f"{metric}.{key}"] = float(value)
-    return flat
-
-
-#: Bootstrap resamples for every interval; fixed seed so a report is reproducible.
-BOOTSTRAP_RESAMPLES = 10_000
-
-
-def _bootstrap_means(array: np.ndarray, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(array), size=(BOOTSTRAP_RESAMPLES, len(array)))
-    return array[picks].mean(axis=1)
-
-
-def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and percentile-bootstrap interval over seeds; NaN bounds with one value.
-
-    Resampling seeds keeps every bound between the smallest and largest observed value, so an
-    interval never leaves the quantity's range (a count of modes, a share, a precision). With
-    few seeds it is narrow rather than conservative: read it with the n beside it.
-    """
-    array = np.asarray(values, dtype=np.float64)
-    mean = float(array.mean())
-    if len(array) < 2:
-        return mean, math.nan, math.nan
-    if np.all(array == array[0]):
-        return mean, mean, mean
-    means = _bootstrap_means(array)
-    low, high = np.quantile(means, [0.5 - level / 2, 0.5 + level / 2])
-    return mean, float(low), float(high)
-
-
-def paired_comparison(a: dict[int, float], b: dict[int, float]) -> dict[str, Any]:
-    """Paired by training seed: mean difference a - b, its bootstrap 95% interval and the paired
-    t-test p-value (unadjusted; :func:`summarise` adds Holm's adjustment over the study)."""
-    seeds = sorted(set(a) & set(b))
-    diffs = [a[s] - b[s] for s in seeds]
-    result: dict[str, Any] = {"n_pairs": len(seeds)}
-    if len(seeds) < 2:
-        result.update(
-            mean_diff=diffs[0] if diffs else math.nan, low=math.nan, high=math.nan, p_value=math.nan
-        )
-        return result
-    mean, low, high = mean_ci(diffs)
-    if all(d == diffs[0] for d in diffs):
-        p_value = 1.0 if diffs[0] == 0 else 0.0
-    else:
-        p_value = float(stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue)
-    result.update(mean_diff=mean, low=low, high=high, p_value=p_value)
-    return result
-
-
-def holm_adjust(p_values: list[float]) -> list[float]:
-    """Holm's step-down adjustment (family-wise error), NaNs left out of the family."""
-    indexed = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
-    adjusted = [math.nan] * len(p_values)
-    running = 0.0
-    family = len(indexed)
-    for rank, (p, i) in enumerate(indexed):
-        running = max(running, min(1.0, (family - rank) * p))
-        adjusted[i] = running
-    return adjusted
-
-
-def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
-    by_cell: dict[tuple[str, str], dict[str, dict[int, float]]] = defaultdict(
-        lambda: defaultdict(dict)
-    )
-    for record in records:
-        for key, value in flatten(record).items():
-            by_cell[(record["setting"], record["cell"])][key][record["train_seed"]] = value
-    cells: dict[str, dict[str, Any]] = {}
-    for (setting, cell), metrics in sorted(by_cell.items()):
-        entry: dict[str, Any] = {"setting": setting, "metrics": {}}
-        for key, values in sorted(metrics.items()):
-            mean, low, high = mean_ci(list(values.values()))
-            entry["metrics"][key] = {
-                "n": len(values),
-                "mean": mean,
-                "ci95": [low, high],
-                "values": {str(seed): v for seed, v in sorted(values.items())},
-            }
-        cells[cell] = entry
-    comparisons = []
-    settings = sorted({entry["setting"] for entry in cells.values()})
-    for setting in settings:
-        names = [c for c, e in cells.items() if e["setting"] == setting]
-        for first, second in itertools.combinations(names, 2):
-            shared = set(cells[first]["metrics"]) & set(cells[second]["metrics"])
-            for key in sorted(shared):
-                a = {int(s): v for s, v in cells[first]["metrics"][key]["values"].items()}
-                b = {int(s): v for s, v in cells[second]["metrics"][key]["values"].items()}
-                comparison = paired_comparison(a, b)
-                comparison.update(setting=setting, metric=key, a=first, b=second)
-                comparisons.append(comparison)
-    # One family per study: the comparisons of headline metrics that the report tests.
-    directions = headline(metric for record in records for metric in record["metrics"])
-    tested = [c for c in comparisons if directions.get(c["metric"]) in ("lower", "higher")]
-    for comparison, adjusted in zip(
-        tested, holm_adjust([c["p_value"] for c in tested]), strict=True
-    ):
-        comparison["p_holm"] = adjusted
-    return {"cells": cells, "comparisons": comparisons}
 
 
 def _fmt(value: float) -> str:
@@ -237,14 +135,15 @@ def write_report(folder: Path) -> dict[str, Any]:
     if not records:
         console.print(f"[yellow]no evaluated runs in {folder / 'runs'} yet[/yellow]")
         return {}
-    summary = summarise(records)
+    directions = headline(metric for record in records for metric in record["metrics"])
+    summary = summarise(records, directions)
     summary["study"] = study.get("study", {}).get("name", folder.name)
     summary["question"] = study.get("study", {}).get("question", "")
     summary["planned_runs"] = study.get("runs", [])
     summary["evaluated_runs"] = sorted(r["run_id"] for r in records)
     write_json_atomic(_json_safe(summary), folder / "summary.json")
     _write_csv(summary, folder / "summary.csv")
-    figures = _figures(folder, records, summary)
+    figures = write_figures(folder, records, summary, _summary_headline(summary))
     (folder / "report.md").write_text(_markdown(summary, records, figures, folder, study))
     _print_table(summary, folder / "report.md")
     console.print(f"report: {folder / 'report.md'}")
@@ -437,123 +336,3 @@ def _verdict(comparison: dict[str, Any]) -> str:
     if comparison["n_pairs"] < 2 or math.isnan(p):
         return "too few seeds to test"
     return "differ (p < 0.05)" if p < 0.05 else "no significant difference"
-
-
-def _figures(
-    folder: Path, records: list[dict[str, Any]], summary: dict[str, Any]
-) -> dict[str, list[str]]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    directions = _summary_headline(summary)
-    out = folder / "figures"
-    out.mkdir(exist_ok=True)
-    made: dict[str, list[str]] = defaultdict(list)
-    by_setting: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for record in records:
-        by_setting[record["setting"]].append(record)
-    for setting, group in sorted(by_setting.items()):
-        cells = sorted({r["cell"] for r in group})
-        # Training curves: one panel per term, one line per cell (mean over seeds).
-        terms = [
-            ("kl_real", "KL_real"),
-            ("kl_fake", "KL_fake"),
-            ("data_rec", "L_X"),
-            ("latent_rec", "L_Z"),
-        ]
-        fig, axes = plt.subplots(1, len(terms), figsize=(4 * len(terms), 3.2))
-        for cell in cells:
-            curves = [
-                _curve(folder / "runs" / r["run_id"] / "metrics.jsonl")
-                for r in group
-                if r["cell"] == cell
-            ]
-            for axis, (key, label) in zip(axes, terms, strict=True):
-                steps, values = _mean_curve([c.get(key, ([], [])) for c in curves])
-                if len(steps):
-                    axis.plot(steps, values, label=cell.removeprefix(setting + "__"))
-                axis.set_title(label)
-                axis.set_xlabel("iteration")
-        axes[0].legend(fontsize=7)
-        fig.tight_layout()
-        name = f"figures/curves_{setting}.png"
-        fig.savefig(folder / name, dpi=90)
-        plt.close(fig)
-        made[setting].append(name)
-        # Metric comparison with intervals.
-        keys = [
-            k
-            for k in directions
-            if directions[k] != "reference"
-            and any(k in summary["cells"][c]["metrics"] for c in cells)
-        ]
-        if keys:
-            fig, axes = plt.subplots(1, len(keys), figsize=(2.6 * len(keys), 3.2), squeeze=False)
-            for axis, key in zip(axes[0], keys, strict=True):
-                means, errors, labels = [], [], []
-                for cell in cells:
-                    stat = summary["cells"][cell]["metrics"].get(key)
-                    if stat is None:
-                        continue
-                    means.append(stat["mean"])
-                    low, high = stat["ci95"]
-                    errors.append(0.0 if math.isnan(low) else (high - low) / 2)
-                    labels.append(cell.removeprefix(setting + "__"))
-                axis.bar(
-                    range(len(means)),
-                    means,
-                    yerr=errors,
-                    capsize=4,
-                    color=[f"C{i}" for i in range(len(means))],
-                )
-                axis.set_xticks(range(len(means)), labels, rotation=30, ha="right", fontsize=7)
-                axis.set_title(f"{key.split('.', 1)[1]} ({directions[key]})", fontsize=9)
-            fig.tight_layout()
-            name = f"figures/metrics_{setting}.png"
-            fig.savefig(folder / name, dpi=90)
-            plt.close(fig)
-            made[setting].append(name)
-        # Samples and reconstructions side by side, the first seed of each cell.
-        firsts = [
-            min((r for r in group if r["cell"] == c), key=lambda r: r["train_seed"]) for c in cells
-        ]
-        fig, axes = plt.subplots(len(firsts), 2, figsize=(8, 4 * len(firsts)), squeeze=False)
-        for row, record in zip(axes, firsts, strict=True):
-            images = folder / "runs" / record["run_id"] / "images"
-            for axis, kind in zip(row, ("samples", "reconstructions"), strict=True):
-                found = sorted(images.glob(f"{kind}_*.png"))
-                if found:
-                    axis.imshow(plt.imread(found[-1]))
-                axis.set_title(f"{record['cell'].removeprefix(setting + '__')}: {kind}", fontsize=9)
-                axis.axis("off")
-        fig.tight_layout()
-        name = f"figures/grids_{setting}.png"
-        fig.savefig(folder / name, dpi=100)
-        plt.close(fig)
-        made[setting].append(name)
-    return made
-
-
-def _curve(path: Path) -> dict[str, tuple[list[int], list[float]]]:
-    series: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
-    if not path.exists():
-        return series
-    for line in path.read_text().splitlines():
-        entry = json.loads(line)
-        for key, value in entry.items():
-            if isinstance(value, int | float):
-                series[key][0].append(entry["step"])
-                series[key][1].append(float(value))
-    return series
-
-
-def _mean_curve(curves: list[tuple[list[int], list[float]]]) -> tuple[np.ndarray, np.ndarray]:
-    curves = [c for c in curves if c[0]]
-    if not curves:
-        return np.array([]), np.array([])
-    length = min(len(c[0]) for c in curves)
-    steps = np.asarray(curves[0][0][:length])
-    values = np.mean([c[1][:length] for c in curves], axis=0)
-    return steps, values
