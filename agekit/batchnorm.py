@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from agekit.components import DataSource, Encoder, Generator, Prior
+from agekit.metrics.classifier import load_split
 
 __all__ = ["GeneratorStatistics", "reestimate_batchnorm"]
 
@@ -81,8 +82,6 @@ def reestimate_batchnorm(
     generator's for prior samples and for real codes; returns the protocol entry and the
     generator's two sets (None for conditional data, where nothing is re-estimated). The
     generator is left with the prior-sample statistics loaded."""
-    from agekit.metrics.classifier import load_split  # the metrics' data plumbing
-
     if data.condition_shape is not None:
         return {
             "batchnorm": "running statistics from training (conditional data: not re-estimated)"

@@ -1,7 +1,15 @@
 """The training loop: devices, optimisers, schedule, checkpoints, logging, callbacks.
 
 The objectives live in :mod:`agekit.game`; this module only decides when each one is minimised,
-on which device, and what is written to disk.
+on which device, and what is written to disk. What the loop uses lives elsewhere: the model built
+from a configuration (:mod:`agekit.model`), the batches (:mod:`agekit.datasets.stream`),
+checkpoint files (:mod:`agekit.checkpoint`), the progress display and TensorBoard
+(:mod:`agekit.progress`).
+
+Longer than the ~400 lines other modules keep to, on purpose: it is one class, :class:`Trainer`,
+and the stop-signal handler its loop installs. The loop's state (step, optimisers, data position,
+RNGs), its checkpoint and resume, and its guards (non-finite terms, signals, other ranks) must agree
+with one another, and reading them side by side is how that is checked.
 """
 
 from __future__ import annotations

@@ -85,6 +85,56 @@ def test_encoder_step_does_not_reach_the_generator_through_fakes() -> None:
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in game.encoder.parameters())
 
 
+class _Calls(nn.Module):
+    """A wrapper (as DDP is) that records which role called it."""
+
+    def __init__(self, module: nn.Module, name: str, calls: list[str]) -> None:
+        super().__init__()
+        self.module, self.name, self.calls = module, name, calls
+
+    def forward(self, *args: Any) -> Tensor:
+        self.calls.append(self.name)
+        return self.module(*args)  # type: ignore[no-any-return]
+
+
+def test_each_step_calls_the_network_it_updates_through_its_wrapper() -> None:
+    base = _game(GameWeights(generator_data_weight=1.0, encoder_latent_weight=1.0))
+    calls: list[str] = []
+    game = base.with_networks(
+        _Calls(base.encoder, "bare encoder", calls),  # type: ignore[arg-type]
+        _Calls(base.generator, "bare generator", calls),  # type: ignore[arg-type]
+        trained_encoder=_Calls(base.encoder, "wrapped encoder", calls),
+        trained_generator=_Calls(base.generator, "wrapped generator", calls),
+    )
+    assert (game.divergence, game.weights, game.prior) == (
+        base.divergence,
+        base.weights,
+        base.prior,
+    )
+    x = torch.randn(8, 2)
+    z = game.prior.sample(8, torch.Generator().manual_seed(4))
+    game.encoder_step(x, z)
+    assert set(calls) == {"wrapped encoder", "bare generator"}
+    calls.clear()
+    game.generator_step(z, x)
+    assert set(calls) == {"bare encoder", "wrapped generator"}
+    # Without wrappers each step calls the networks themselves.
+    assert base.trained_encoder is base.encoder and base.trained_generator is base.generator
+
+
+def test_with_networks_passes_the_gather_to_the_divergence() -> None:
+    base = _game()
+    gathered: list[int] = []
+
+    def gather(codes: Tensor) -> Tensor:
+        gathered.append(codes.shape[0])
+        return codes
+
+    game = base.with_networks(base.encoder, base.generator, gather=gather)
+    game.generator_step(game.prior.sample(8, torch.Generator().manual_seed(5)))
+    assert gathered == [8] and base.gather is None
+
+
 # The trainer's step, watched from outside ---------------------------------------------------------
 
 NETS = ("encoder", "generator")

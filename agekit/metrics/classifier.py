@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from agekit.atomic import write_atomic
 from agekit.components import ClassifierSource, DataSource, EvaluationContext
+from agekit.registry import REGISTRY, RegistryError, create
 
 #: Bump when the training code changes in a way the protocol fields do not capture, so that stale
 #: cached weights are not reused.
@@ -318,9 +319,7 @@ def load_or_train(
             net.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
             return net.eval(), json.loads(json_path.read_text())
     if data is None:
-        import agekit  # late: the registry imports data sets lazily
-
-        data = agekit.create("dataset", source, image_size=image_size)
+        data = create("dataset", source, image_size=image_size)
     x_train, y_train = load_split(data, "train")
     x_test, y_test = load_split(data, "test")
     started = time.perf_counter()
@@ -348,8 +347,6 @@ def registered_datasets_where(test: Callable[[type[DataSource]], bool]) -> list[
 
     Imports every data set's module; broken plugins and factories (not classes) are left out.
     """
-    from agekit.registry import REGISTRY, RegistryError  # late: keeps metric imports light
-
     names = []
     for name in REGISTRY.available("dataset"):
         try:
