@@ -627,6 +627,8 @@ def _continue_command(args: Any) -> str:
         parts += ["--only", run_id]
     if args.jobs:
         parts += ["--jobs", str(args.jobs)]
+    parts += ["--no-report"] if args.no_report else []
+    parts += ["--quiet"] if args.quiet else []
     return shlex.join(parts)
 
 

@@ -1,0 +1,324 @@
+"""``agekit run`` under failure: values checked before any training, runs that fail while the
+others go on, progress, preemption signals, and a study folder that moved."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agekit.cli import main
+from agekit.config import ConfigError, ExperimentConfig, config_to_dict
+from agekit.science import science_differences
+from agekit.studies.runner import FAILED_FILE, run_study
+from agekit.studies.spec import load_study, plan
+
+BASE = """
+[base]
+data = { name = "ring8", batch_size = 32, options = { size = 1024, test_size = 128 } }
+prior = { name = "sphere", dim = 4 }
+backbone = { name = "mlp", options = { hidden = 16, depth = 2 } }
+train = { steps = STEPS, checkpoint_every = CKPT, image_every = 1000, log_every = 3, \
+device = "cpu", grid_size = 16 }
+"""
+
+
+def _study(tmp_path: Path, body: str, steps: int = 12, checkpoint_every: int = 6) -> Path:
+    text = BASE.replace("STEPS", str(steps)).replace("CKPT", str(checkpoint_every))
+    path = tmp_path / "study.toml"
+    path.write_text(body.strip() + "\n" + text)
+    return path
+
+
+#: Two runs; "bad" trains, then fails in evaluation (the inception metric needs images).
+FAILING = """
+name = "failing"
+seeds = [0]
+[[settings]]
+name = "good"
+metrics = ["reconstruction"]
+[[settings]]
+name = "bad"
+metrics = [{ name = "inception", options = { weights = "nowhere" } }]
+"""
+
+
+def _default_sigint() -> None:
+    # A child of a non-interactive shell may inherit SIGINT ignored; a terminal's Ctrl-C is not.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _logged(metrics: Path) -> int:
+    return len(metrics.read_text().splitlines()) if metrics.exists() else 0
+
+
+def _signal_when_training(
+    command: list[str], logs: list[Path], signum: int
+) -> subprocess.CompletedProcess[str]:
+    """Start ``command``, send ``signum`` once every log in ``logs`` has 3 records, wait."""
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+    )
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if all(_logged(log) >= 3 for log in logs):
+                break
+            time.sleep(0.01)
+        assert process.poll() is None, "the study ended before it could be signalled"
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+# 1. values are checked before the first training ------------------------------------------------
+
+
+def test_science_differences_ignore_location_cadence_and_device() -> None:
+    stored = config_to_dict(ExperimentConfig())
+    planned = json.loads(json.dumps(stored))
+    planned["out_dir"] = "/elsewhere/runs"
+    planned["name"] = "moved"
+    planned["train"].update(device="cpu", checkpoint_every=7, log_every=1, image_every=3)
+    planned["data"]["workers"] = 2
+    assert science_differences(stored, planned) == []
+    planned["divergence"]["options"] = {"k": 5}
+    planned["game"]["latent_weight"] = 1.0
+    planned["train"]["steps"] = 5
+    assert science_differences(stored, planned) == [
+        "divergence.options.k",
+        "game.latent_weight",
+        "train.steps",
+    ]
+    # A section written before it existed counts as its defaults.
+    older = {k: v for k, v in stored.items() if k != "distributed"}
+    assert science_differences(older, stored) == []
+
+
+@pytest.mark.parametrize(
+    ("axis", "message"),
+    [
+        ("[3, 0]", r"kozachenko-leonenko' rejected its options \{'k': 0\}: k must be >= 1"),
+        ("[3, 40]", "needs batches of at least 41 codes; data.batch_size is 32"),
+    ],
+)
+def test_option_values_on_an_axis_fail_before_any_training(
+    tmp_path: Path, axis: str, message: str
+) -> None:
+    path = _study(
+        tmp_path,
+        f"""
+name = "values"
+seeds = [0, 1]
+[axes]
+"divergence.name" = ["kozachenko-leonenko"]
+"divergence.options.k" = {axis}
+""",
+    )
+    with pytest.raises(ConfigError, match=message) as info:
+        run_study(path, out=tmp_path / "out")
+    bad = axis.strip("[]").split(", ")[1]
+    text = str(info.value)
+    # The study file, the run with its axis values, the key.
+    assert text.startswith(f"{path}: run values__divergence=kozachenko-leonenko__k={bad}__seed0 (")
+    assert f"divergence.options.k = {bad}" in text and "divergence:" in text
+    assert not (tmp_path / "out" / "runs").exists()  # nothing trained, not even the good runs
+
+
+def test_a_study_named_with_a_space_and_no_settings_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "study.toml"
+    path.write_text('name = "my study"\n[base]\ntrain = { steps = 2 }\n')
+    assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert f"{path}: name 'my study':" in err and "letters, digits" in err
+    assert "validation error" not in err and "pydantic" not in err
+
+
+# 2. a failing run does not stop the others --------------------------------------------------------
+
+
+def test_a_failing_run_does_not_stop_the_others_and_the_report_lists_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _study(tmp_path, FAILING)
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 1
+    stdout = capsys.readouterr().out
+    # "bad" comes after "good" in the plan: it failed, and "good" was still evaluated.
+    assert (out / "runs" / "good__seed0" / "eval.json").exists()
+    assert not (out / "runs" / "bad__seed0" / "eval.json").exists()
+    failed = json.loads((out / "runs" / "bad__seed0" / FAILED_FILE).read_text())
+    assert failed["error"] == "ValueError: inception scores need images; 'ring8' is not"
+    assert "Traceback" in failed["traceback"]
+    report = (out / "report.md").read_text()
+    assert "## Failed runs" in report
+    assert "- `bad__seed0`: ValueError: inception scores need images" in report
+    # Overall progress lines (the output is not a terminal: plain lines), and the summary.
+    assert "1/2 runs done, " in stdout and " elapsed, " in stdout
+    assert "2/2 runs done (1 failed), " in stdout and "none left" in stdout
+    assert "failing: 1 of 2 runs complete (1 this time, 0 before), 1 failed" in stdout
+    assert "  bad__seed0\n    ValueError: inception scores need images" in stdout
+    assert "…" not in stdout
+
+    # Again: the finished run is skipped, the failed one is retried (and fails again).
+    before = (out / "runs" / "good__seed0" / "eval.json").stat().st_mtime_ns
+    result = run_study(path, out=out, progress=False)
+    assert result.skipped == 1 and result.finished == [] and list(result.failed) == ["bad__seed0"]
+    assert (out / "runs" / "good__seed0" / "eval.json").stat().st_mtime_ns == before
+
+
+def test_a_parallel_study_whose_run_fails_still_reports(tmp_path: Path) -> None:
+    path = _study(tmp_path, FAILING)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "agekit", "run", str(path), "--out", str(out), "--jobs", "2"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "failed bad__seed0: ValueError: inception scores need images" in done.stdout
+    assert "finished good__seed0: recon_l1" in done.stdout
+    assert "2/2 runs done (1 failed)" in done.stdout
+    report = (out / "report.md").read_text()
+    assert "- `bad__seed0`: ValueError: inception scores need images" in report
+    assert "good" in json.loads((out / "summary.json").read_text())["evaluated_runs"][0]
+
+
+# 5. a moved study folder --------------------------------------------------------------------------
+
+ONE_RUN = """
+name = "moving"
+seeds = [0]
+[[settings]]
+name = "ring"
+metrics = ["reconstruction"]
+"""
+
+
+def test_a_moved_study_folder_stays_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _study(tmp_path, ONE_RUN)
+    run_study(path, out=tmp_path / "first", progress=False)
+    evaluation = Path("runs") / "ring__seed0" / "eval.json"
+    before = (tmp_path / "first" / evaluation).stat().st_mtime_ns
+    shutil.move(tmp_path / "first", tmp_path / "moved")
+    (tmp_path / "moved" / "report.md").unlink()
+
+    monkeypatch.chdir(tmp_path)  # and given as a relative path this time
+    result = run_study(path, out="moved", progress=False)
+    assert result.skipped == 1 and result.finished == [] and not result.failed
+    assert (tmp_path / "moved" / evaluation).stat().st_mtime_ns == before
+    assert (tmp_path / "moved" / "report.md").exists()
+    # A change of science is not complete.
+    changed = path.read_text().replace("hidden = 16", "hidden = 8")
+    path.write_text(changed)
+    spec, source = load_study(path)
+    from agekit.studies.runner import is_complete
+
+    assert not is_complete(Path("moved"), plan(spec, str(source), Path("moved"))[0])
+
+
+def test_an_interrupted_run_in_a_moved_study_folder_resumes(tmp_path: Path) -> None:
+    from agekit.trainer import Trainer
+
+    class Crash(Exception):
+        pass
+
+    def crash(event: str, trainer: Any, record: dict[str, Any]) -> None:
+        if event == "checkpoint" and record["step"] == 6:
+            raise Crash
+
+    path = _study(tmp_path, ONE_RUN)
+    spec, source = load_study(path)
+    run = plan(spec, str(source), tmp_path / "first")[0]
+    with pytest.raises(Crash):
+        Trainer(run.config, tmp_path / "first" / "runs" / run.run_id, callbacks=[crash]).fit()
+    shutil.move(tmp_path / "first", tmp_path / "moved")
+
+    result = run_study(path, out=tmp_path / "moved", progress=False)
+    assert result.finished == [run.run_id], result.failed
+    folder = tmp_path / "moved" / "runs" / run.run_id
+    record = json.loads((folder / "eval.json").read_text())
+    assert record["resumed"] is True and record["step"] == 12
+    steps = [
+        json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert steps == [3, 6, 9, 12]  # continued after step 6, not started over
+
+
+# 4. signals ---------------------------------------------------------------------------------------
+
+TWO_SEEDS = """
+name = "preempted"
+seeds = [0, 1]
+[[settings]]
+name = "ring"
+metrics = ["reconstruction"]
+"""
+
+
+def test_sigterm_during_agekit_run_checkpoints_stops_and_the_same_command_continues(
+    tmp_path: Path,
+) -> None:
+    from agekit import checkpoint as ckpt
+
+    path = _study(tmp_path, TWO_SEEDS, steps=600, checkpoint_every=200)
+    out = tmp_path / "out"
+    first = out / "runs" / "ring__seed0"
+    command = [sys.executable, "-m", "agekit", "run", str(path), "--out", str(out), "--quiet"]
+    done = _signal_when_training(command, [first / "metrics.jsonl"], signal.SIGTERM)
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    reached = ckpt.latest(first / "checkpoints")
+    assert reached is not None, done.stderr
+    step = ckpt.load(reached)["step"]
+    assert 9 <= step < 600
+    assert "Traceback" not in done.stderr
+    assert (
+        f"interrupted by SIGTERM during run ring__seed0: at step {step}: checkpoint written to "
+        f"{reached}; run `agekit run {path} --out {out} --quiet` again to continue"
+    ) in done.stderr
+    assert not (first / "eval.json").exists()  # not evaluated half-trained
+    assert not (out / "runs" / "ring__seed1").exists()  # the study stopped
+    assert not (out / "report.md").exists()
+
+    result = run_study(path, out=out, progress=False)
+    assert result.finished == ["ring__seed0", "ring__seed1"], result.failed
+    record = json.loads((first / "eval.json").read_text())
+    assert record["resumed"] is True and record["step"] == 600
+    assert (out / "report.md").exists()
+
+
+def test_ctrl_c_stops_a_parallel_study_after_each_run_checkpoints(tmp_path: Path) -> None:
+    from agekit import checkpoint as ckpt
+
+    path = _study(tmp_path, TWO_SEEDS, steps=100_000, checkpoint_every=100_000)
+    out = tmp_path / "out"
+    runs = [out / "runs" / f"ring__seed{seed}" for seed in (0, 1)]
+    command = [sys.executable, "-m", "agekit", "run", str(path), "--out", str(out), "--jobs", "2"]
+    done = _signal_when_training(command, [r / "metrics.jsonl" for r in runs], signal.SIGINT)
+    assert done.returncode == 128 + signal.SIGINT, done.stderr
+    assert "interrupted by SIGINT: the runs in progress" in done.stderr
+    assert "again to continue" in done.stderr and "Traceback" not in done.stderr
+    for run in runs:
+        # Each run's process got the signal exactly once (passed on by the study): a checkpoint
+        # at the step reached, not the immediate exit of a second signal.
+        reached = ckpt.latest(run / "checkpoints")
+        assert reached is not None, (run.parent / f"{run.name}.log").read_text()
+        assert 0 < ckpt.load(reached)["step"] < 100_000
+        assert not (run / "eval.json").exists()
