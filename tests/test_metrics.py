@@ -483,6 +483,15 @@ def test_latent_divergence_reports_real_and_fake_per_divergence() -> None:
     z = prior.sample(32, generator=torch.Generator().manual_seed(0))
     assert out["mean_fake"] == pytest.approx(float(z.double().mean(0).square().sum()), rel=1e-6)
     assert out["protocol"]["n_real"] == 32
+    # e(g(z)) = z exactly here (float32 round trip through the generator: 1e-10 is far below it).
+    assert out["latent_recovery"] == pytest.approx(0.0, abs=1e-10)
+    # A generator that ignores z: E||z - e(c)||^2 = E||z||^2 + ||c||^2 = 16 + 16 for c = 1.
+    constant = ConstantGenerator(torch.ones(1, 4, 4))
+    ignoring = LatentDivergence(n_samples=32)(
+        _context(data, encoder, constant, prior, divergences={"mean": MeanNormSquared()})
+    )
+    expected = float(((z.double() - 1.0) ** 2).sum(1).mean())
+    assert ignoring["latent_recovery"] == pytest.approx(expected, rel=1e-6)
     with pytest.raises(ValueError, match="divergence"):
         LatentDivergence()(_context(data, encoder, generator, prior))
 

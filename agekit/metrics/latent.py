@@ -19,7 +19,10 @@ class LatentDivergence(Metric):
     and how well the generator fools it. Each divergence sees all ``n_samples`` codes in one batch
     (sample-based estimators depend on batch size, so it is in the protocol), in float64.
 
-    Results are flat keys ``'<divergence>_real'`` and ``'<divergence>_fake'``.
+    Results are flat keys ``'<divergence>_real'`` and ``'<divergence>_fake'``, and
+    ``latent_recovery``: the mean E||z - e(g(z))||^2 over the same prior samples, the quantity the
+    generator's lambda term minimises (2 for codes unrelated to z on the sphere, 0 for exact
+    recovery).
     """
 
     # No headline keys: they depend on the installed divergences, and '<divergence>_fake' has no
@@ -54,7 +57,13 @@ class LatentDivergence(Metric):
         x_fake = generate_samples(context, self.n_samples, self.batch_size, self.bn_mode)
         real_codes = self._encode(context, x_real)
         fake_codes = self._encode(context, x_fake)
-        result: dict[str, Any] = {}
+        # The same z that generate_samples decoded (it draws them from context.seed on the CPU).
+        z = context.prior.sample(
+            self.n_samples, generator=torch.Generator().manual_seed(context.seed)
+        ).double()
+        result: dict[str, Any] = {
+            "latent_recovery": float(((fake_codes - z) ** 2).sum(1).mean()),
+        }
         with torch.no_grad():
             for name, divergence in sorted(context.divergences.items()):
                 result[f"{name}_real"] = float(divergence(real_codes, context.prior))
