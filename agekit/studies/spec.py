@@ -379,7 +379,7 @@ def _train_size(data: Any) -> int | None:
 
 
 def _check_device(device: str, precision: str, compile: bool) -> None:
-    from agekit.trainer import DeviceUnavailable, resolve_device
+    from agekit.model import DeviceUnavailable, resolve_device
 
     try:
         resolved = resolve_device(device)
