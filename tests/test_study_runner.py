@@ -4,6 +4,7 @@ others go on, progress, preemption signals, and a study folder that moved."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -322,3 +323,22 @@ def test_ctrl_c_stops_a_parallel_study_after_each_run_checkpoints(tmp_path: Path
         assert reached is not None, (run.parent / f"{run.name}.log").read_text()
         assert 0 < ckpt.load(reached)["step"] < 100_000
         assert not (run / "eval.json").exists()
+
+
+def test_a_run_process_killed_before_it_could_say_why_is_still_listed(tmp_path: Path) -> None:
+    from agekit.studies.runner import _Child, _child_failure, recorded_failures
+
+    path = _study(tmp_path, FAILING)
+    out = tmp_path / "out"
+    spec, source = load_study(path)
+    run = plan(spec, str(source), out)[1]
+    stale = out / "runs" / run.run_id / FAILED_FILE
+    stale.parent.mkdir(parents=True)
+    stale.write_text(json.dumps({"error": "an earlier attempt's error"}))
+    os.utime(stale, (time.time() - 60, time.time() - 60))
+    process = subprocess.Popen([sys.executable, "-c", "import os; os.kill(os.getpid(), 9)"])
+    process.wait()
+    child = _Child(run, process, out / "runs" / f"{run.run_id}.log")
+    reason = _child_failure(out, child, process.returncode)
+    assert reason.startswith("its process ended with exit status -9; see ")
+    assert recorded_failures(out) == {run.run_id: reason}

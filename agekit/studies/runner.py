@@ -185,13 +185,14 @@ def _record_failure(folder: Path, run: PlannedRun, exc: BaseException) -> str:
     return reason
 
 
-def failures(folder: Path, runs: Sequence[PlannedRun]) -> dict[str, str]:
-    """run id -> reason, for the runs of ``runs`` that failed and are not complete since."""
+def recorded_failures(folder: Path) -> dict[str, str]:
+    """run id -> one-line reason, for every run of a study folder whose last attempt failed
+    (``runs/<run>/failed.json``; a run that succeeds removes its own)."""
     found: dict[str, str] = {}
-    for run in runs:
-        saved = _read_json(run_dir(folder, run) / FAILED_FILE)
-        if isinstance(saved, dict) and not is_complete(folder, run):
-            found[run.run_id] = str(saved.get("error", "failed (no reason recorded)"))
+    for path in sorted(Path(folder).glob(f"runs/*/{FAILED_FILE}")):
+        saved = _read_json(path)
+        reason = saved.get("error") if isinstance(saved, dict) else None
+        found[path.parent.name] = str(reason or f"failed ({path} is unreadable)")
     return found
 
 
@@ -408,6 +409,7 @@ class _Child:
     #: Log size when the study's stop signal arrived (to look for the run's acknowledgement).
     log_at_signal: int | None = None
     signalled: bool = False
+    started: float = field(default_factory=time.time)
 
 
 def _acknowledged(child: _Child) -> bool:
@@ -498,12 +500,7 @@ def _run_parallel(
                     interrupted.append(run_id)
                     show(f"stopped {run_id} (exit {code}); it resumes from its checkpoint")
                 else:
-                    saved = _read_json(run_dir(folder, child.run) / FAILED_FILE)
-                    reason = (
-                        str(saved["error"])
-                        if isinstance(saved, dict) and "error" in saved
-                        else f"exit status {code}; see {child.log}"
-                    )
+                    reason = _child_failure(folder, child, code)
                     result.failed[run_id] = reason
                     overall.finish(failed=True)
                     show(f"failed {run_id}: {reason} (log: {child.log})")
@@ -514,6 +511,33 @@ def _run_parallel(
             None,
             detail if interrupted else "no run was in progress",
         )
+
+
+def _child_failure(folder: Path, child: _Child, code: int) -> str:
+    """Why a run's process failed: the error it recorded, or (when it died before it could, e.g.
+    killed for memory) its exit status, recorded now so that the report lists it too."""
+    path = run_dir(folder, child.run) / FAILED_FILE
+    saved = _read_json(path)
+    with contextlib.suppress(OSError):
+        if (
+            isinstance(saved, dict)
+            and "error" in saved
+            and path.stat().st_mtime >= child.started - 1
+        ):
+            return str(saved["error"])
+    reason = f"its process ended with exit status {code}; see {child.log}"
+    write_json_atomic(
+        {
+            "run_id": child.run.run_id,
+            "error": reason,
+            "type": None,
+            "message": reason,
+            "traceback": None,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+        path,
+    )
+    return reason
 
 
 @contextlib.contextmanager
@@ -572,7 +596,8 @@ def _write_report(folder: Path, spec: StudySpec, runs: Sequence[PlannedRun]) -> 
     from agekit.studies.report import write_report
 
     write_report(folder)
-    failed = failures(folder, runs)
+    planned = {run.run_id for run in runs}
+    failed = {k: v for k, v in recorded_failures(folder).items() if k in planned}
     if not failed:
         return
     path = folder / "report.md"
