@@ -34,6 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from agekit import checkpoint as ckpt
 from agekit import distributed
+from agekit.atomic import write_atomic
 from agekit.components import ComponentInputError
 from agekit.config import ExperimentConfig, config_to_dict, reference_adversary_threshold
 from agekit.datasets.stream import BatchStream, test_batch, test_batch_conditioned
@@ -284,9 +285,8 @@ class Trainer:
                 torn,
                 "" if torn == 1 else "s",
             )
-        tmp = self.metrics_path.with_name(f".{self.metrics_path.name}.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.metrics_path)
+        text = "".join(line + "\n" for line in kept)
+        write_atomic(self.metrics_path, lambda handle: handle.write(text.encode()))
 
     # the loop -------------------------------------------------------------------------------------
     def _budget_steps(self) -> int | None:
