@@ -261,7 +261,7 @@ class _Checker:
             try:
                 self.built[token] = make()
             except (RegistryError, ComponentInputError, ValueError, TypeError, OSError) as exc:
-                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                message = str(exc) or type(exc).__name__
                 self.built[token] = ConfigError(f"{key}: {message}")
         value = self.built[token]
         if isinstance(value, ConfigError):
