@@ -51,6 +51,28 @@ _LOAD_ERRORS = (
 )
 
 
+class UnreadableImageError(ValueError):
+    """An image file of a folder data set exists but cannot be decoded; the message names it."""
+
+
+def _read_image(path: Path, load: Callable[[Path], Tensor]) -> Tensor:
+    """``load(path)``, with PIL's and the OS's errors on a bad file raised as
+    :class:`UnreadableImageError` naming the file (a DataLoader worker re-raises it as is)."""
+    from PIL import UnidentifiedImageError
+
+    try:
+        return load(path)
+    except UnreadableImageError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        # PIL raises OSError for truncated files, SyntaxError for some broken headers.
+        reason = str(exc).replace(repr(str(path)), "").replace(str(path), "").strip(" :")
+        reason = reason or type(exc).__name__
+        raise UnreadableImageError(
+            f"{path}: cannot read this file as an image ({reason}); repair or remove it"
+        ) from exc
+
+
 def fit_images_v2(x: Tensor, image_size: int, mode: Fit) -> Tensor:
     """Bring (N, C, H, W) images in [-1, 1] to (N, C, image_size, image_size) with torchvision.
 
@@ -299,7 +321,10 @@ class _FileSource(DataSource):
 
     def split(self, name: SplitName) -> Dataset[Any]:
         files, labels = self._splits[check_split(name)]
-        return ImageFilesDataset(files, labels, self._load_image)
+        return ImageFilesDataset(files, labels, self._read)
+
+    def _read(self, path: Path) -> Tensor:
+        return _read_image(path, self._load_image)
 
     def files(self, name: SplitName) -> list[Path]:
         """The image files of a split, in order."""
@@ -403,14 +428,18 @@ class ImageFolder(_FileSource):
 
 def load_square_rgb(path: Path, size: int) -> Tensor:
     """An image file as uint8 RGB (3, size, size): torchvision's Resize(size) (shorter side,
-    bilinear) then CenterCrop(size), on the PIL image. Grayscale files are repeated to RGB."""
+    bilinear) then CenterCrop(size), on the PIL image. Grayscale files are repeated to RGB.
+    A file that does not decode raises :class:`UnreadableImageError` naming it."""
     from PIL import Image
     from torchvision.transforms.v2 import InterpolationMode
     from torchvision.transforms.v2 import functional as TF
 
-    with Image.open(path) as image:
-        rgb = TF.resize(image.convert("RGB"), size, InterpolationMode.BILINEAR)
-    return TF.pil_to_tensor(TF.center_crop(rgb, [size, size]))
+    def load(path: Path) -> Tensor:
+        with Image.open(path) as image:
+            rgb = TF.resize(image.convert("RGB"), size, InterpolationMode.BILINEAR)
+        return TF.pil_to_tensor(TF.center_crop(rgb, [size, size]))
+
+    return _read_image(Path(path), load)
 
 
 def _scan(folder: Path) -> dict[str | None, list[Path]]:
