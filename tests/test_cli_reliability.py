@@ -15,6 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from test_trainer import TINY  # the same tiny run as the trainer tests
@@ -417,3 +418,41 @@ def test_counts_must_be_positive(argv: list[str], capsys: pytest.CaptureFixture[
         main(argv)
     assert exc.value.code == 2
     assert "expected a positive integer" in capsys.readouterr().err
+
+
+# 5. scatter plots of vector data get a legend -----------------------------------------------------
+
+
+def test_scatter_legend_names_each_point_set() -> None:
+    from agekit.visual import scatter
+
+    points = [torch.randn(200, 2, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    plain = scatter(points)
+    legend = scatter(points, labels=("data", "samples"))
+    assert legend.shape == plain.shape == (3, 384, 384)
+    corner = (legend[:, :40, :120] != plain[:, :40, :120]).any(dim=0)
+    assert int(corner.sum()) > 100  # a box, two swatches and two words
+    assert torch.equal(legend[:, 100:, 150:], plain[:, 100:, 150:])  # points elsewhere untouched
+    black = (legend[:, :40, :120] < 0.2).all(dim=0)
+    assert int(black.sum()) > 30  # the label text and the box outline
+    red = torch.tensor([0.85, 0.1, 0.1])[:, None, None]
+    assert bool(((legend[:, :40, :30] - red).abs() < 0.01).all(dim=0).any())  # the swatch
+    longer = scatter(points, labels=("data", "reconstructions"))
+    assert not torch.equal(longer, legend)
+    with pytest.raises(ValueError, match="2 labels for 3 point sets"):
+        scatter([*points, points[0]], labels=("a", "b"))
+
+
+def test_sample_and_reconstruct_plots_of_vector_data_carry_the_legend(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from PIL import Image
+
+    run = tmp_path / "run"
+    Trainer(parse_config(_raw(steps=5)), run).fit()
+    for command, label_pixels in (("sample", "samples"), ("reconstruct", "reconstructions")):
+        out = tmp_path / f"{command}.png"
+        assert main([command, str(run), "--out", str(out), "--device", "cpu"]) == 0, label_pixels
+        with Image.open(out) as image:
+            corner = torch.from_numpy(np.asarray(image.convert("RGB"))[:40, :120].copy())
+        assert int((corner < 50).all(dim=-1).sum()) > 30  # dark legend text in the corner
