@@ -1,12 +1,22 @@
-"""The ``agekit`` command line."""
+# PYTHON_ARGCOMPLETE_OK
+"""The ``agekit`` command line: parsing arguments and printing; the work is done elsewhere.
+
+Start-up time: this module imports nothing heavy (torch, torchvision, the trainer) at its top or
+before the arguments are parsed, so ``agekit --help`` and shell completion answer at once; each
+command imports what it needs. Tensor work lives in :mod:`agekit.inference`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import signal
 import sys
-from collections.abc import Sequence
+import traceback
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +26,12 @@ from rich.table import Table
 
 console = Console()
 err_console = Console(stderr=True)
+
+#: What ``--out`` of the image commands may end with (PIL picks the format from it).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+#: Setting this environment variable to 1 is the same as ``--debug``.
+DEBUG_VARIABLE = "AGEKIT_DEBUG"
 
 
 class UsageError(Exception):
@@ -103,47 +119,73 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    """``--set train.steps=100`` style overrides, values parsed as TOML."""
-    import tomllib
+def _blocking_file(paths: Sequence[Path]) -> Path | None:
+    """The first of ``paths`` that exists, when it is a file rather than a folder."""
+    for path in paths:
+        if path.exists():
+            return None if path.is_dir() else path
+    return None
 
-    merged: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise UsageError(f"--set expects KEY=VALUE, got {pair!r}")
-        key, value = pair.split("=", 1)
-        try:
-            parsed = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
-            parsed = value  # a bare word is a string
-        node = merged
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = parsed
-    return merged
+
+def _check_folder(option: str, text: str) -> None:
+    """An output folder (``--out``, ``--run-dir``) must not be, or lie under, an existing file."""
+    path = Path(text)
+    blocker = _blocking_file([path, *path.parents])
+    if blocker is not None:
+        raise UsageError(f"{option} {text}: {blocker} is a file, not a folder")
+
+
+def _image_out(text: str) -> Path:
+    """``--out`` of an image command: a known image extension, not under an existing file."""
+    path = Path(text)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        got = f"{path.suffix!r}" if path.suffix else "no extension"
+        raise UsageError(
+            f"--out {text}: expected an image file name ending in {', '.join(IMAGE_SUFFIXES)} "
+            f"(got {got})"
+        )
+    if path.is_dir():
+        raise UsageError(f"--out {text}: is a folder; expected an image file name")
+    blocker = _blocking_file(list(path.parents))
+    if blocker is not None:
+        raise UsageError(f"--out {text}: {blocker} is a file, not a folder")
+    return path
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from agekit.config import load_config
+    from agekit import distributed
+    from agekit.config import ConfigError, load_config, parse_overrides
     from agekit.trainer import Trainer
 
-    overrides = _parse_overrides(args.set or [])
+    overrides = parse_overrides(args.set or [])
+    for option, value in (("--out", args.out), ("--run-dir", args.run_dir)):
+        if value:
+            _check_folder(option, value)
     if args.out:
         overrides["out_dir"] = args.out
-    from agekit import distributed
-
     config = load_config(args.config, overrides)
     try:
         # Under torchrun (WORLD_SIZE > 1) the trainer joins the process group; rank 0 reports.
-        trainer = Trainer(config, run_dir=args.run_dir, progress=not args.quiet)
+        try:
+            trainer = Trainer(config, run_dir=args.run_dir, progress=not args.quiet)
+        except ConfigError:
+            raise
+        except ValueError as exc:
+            # What only the built data and networks can check: a batch larger than the data
+            # set, a backbone that does not take the data's shape.
+            raise UsageError(f"{args.config}: {exc}") from exc
         processes = f" x {trainer.world_size} processes" if trainer.world_size > 1 else ""
         if trainer.is_main:
             console.print(
                 f"[bold]agekit train[/bold] {config.name} on {trainer.device}{processes} "
                 f"-> {trainer.run_dir}"
             )
-        result = trainer.fit(resume=args.resume, handle_signals=True)
+        try:
+            result = trainer.fit(resume=args.resume, handle_signals=True)
+        except OSError as exc:
+            if exc.filename is None and exc.strerror:  # e.g. a full disk during a write
+                raise UsageError(f"{trainer.run_dir}: {exc.strerror} (while training)") from exc
+            raise
         if trainer.interrupted_by is not None:
             if trainer.is_main:
                 from agekit import checkpoint as ckpt
@@ -167,50 +209,45 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refuse_conditional(model: Any, command: str) -> None:
-    if model.data.condition_shape is not None:
-        raise UsageError(
-            f"{command} draws unconditional models; this one is conditional "
-            f"({model.config.data.name}): use `agekit colorize` or `agekit transfer`"
-        )
+def _load_model(checkpoint: str, device: str, command: str, conditional: bool = False) -> Any:
+    """The trained model of ``checkpoint``, refused unless its kind fits ``command``."""
+    from agekit import inference
+    from agekit.model import load_trained
+
+    model, _ = load_trained(checkpoint, device)
+    try:
+        if conditional:
+            inference.require_conditional(model, command)
+        else:
+            inference.require_unconditional(model, command)
+    except inference.InferenceError as exc:
+        raise UsageError(f"{checkpoint}: {exc}") from None
+    return model
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    import torch
-
-    from agekit.model import load_trained
+    from agekit import inference
     from agekit.visual import save_samples
 
-    model, _ = load_trained(args.checkpoint, args.device)
-    _refuse_conditional(model, "sample")
-    generator = torch.Generator().manual_seed(args.seed)
-    device = next(model.pair.generator.parameters()).device
-    z = model.prior.sample(args.n, generator).to(device)
-    model.pair.generator.eval()
-    with torch.no_grad():
-        samples = model.pair.generator(z)
-    save_samples(samples, Path(args.out), model.data)
+    model = _load_model(args.checkpoint, args.device, "sample")
+    out = _image_out(args.out)
+    samples = inference.sample(model, args.n, args.seed)
+    save_samples(samples, out, model.data)
     console.print(f"wrote {args.n} samples to {args.out}")
     return 0
 
 
 def _cmd_reconstruct(args: argparse.Namespace) -> int:
-    import torch
-
+    from agekit import inference
     from agekit.datasets.stream import test_batch
-    from agekit.model import load_trained
     from agekit.visual import save_pairs_grid
 
-    model, _ = load_trained(args.checkpoint, args.device)
-    _refuse_conditional(model, "reconstruct")
-    device = next(model.pair.generator.parameters()).device
-    x = test_batch(model.data, args.n).to(device)
-    model.pair.encoder.eval()
-    model.pair.generator.eval()
-    with torch.no_grad():
-        recon = model.pair.generator(model.pair.encoder(x))
-    save_pairs_grid(x, recon, Path(args.out), model.data)
-    l1 = float((recon - x).abs().mean())
+    model = _load_model(args.checkpoint, args.device, "reconstruct")
+    out = _image_out(args.out)
+    x = test_batch(model.data, args.n)
+    recon = inference.reconstruct(model, x)
+    save_pairs_grid(x, recon, out, model.data)
+    l1 = float((recon - x.float()).abs().mean())
     console.print(
         f"wrote {len(x)} test images and their reconstructions to {args.out} (mean L1 {l1:.4f})"
     )
@@ -219,108 +256,42 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
 
 def _cmd_interpolate(args: argparse.Namespace) -> int:
     import torch
-    from torchvision.utils import save_image
 
+    from agekit import inference
     from agekit.datasets.stream import test_batch
-    from agekit.latent import interpolate
-    from agekit.model import load_trained
+    from agekit.visual import save_grid
 
-    model, _ = load_trained(args.checkpoint, args.device)
-    _refuse_conditional(model, "interpolate")
+    model = _load_model(args.checkpoint, args.device, "interpolate")
     if model.data.kind != "image":
         raise UsageError("interpolate draws images; this model's data are vectors")
-    device = next(model.pair.generator.parameters()).device
-    x = test_batch(model.data, 2 * args.rows).to(device)
-    model.pair.encoder.eval()
-    model.pair.generator.eval()
-    with torch.no_grad():
-        codes = model.pair.encoder(x)
-        rows = []
-        for row in range(args.rows):
-            path = interpolate(codes[2 * row], codes[2 * row + 1], args.steps, model.prior)
-            rows.append(
-                torch.cat(
-                    [
-                        x[2 * row : 2 * row + 1],
-                        model.pair.generator(path),
-                        x[2 * row + 1 : 2 * row + 2],
-                    ]
-                )
-            )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    save_image(
-        torch.cat(rows),
-        args.out,
-        nrow=args.steps + 2,
-        normalize=True,
-        value_range=(-1, 1),
-        pad_value=1.0,
-    )
+    out = _image_out(args.out)
+    x = test_batch(model.data, 2 * args.rows)
+    pairs = len(x) // 2
+    if pairs == 0:
+        raise UsageError(f"{args.checkpoint}: the test split has fewer than 2 images")
+    start, end = x[0 : 2 * pairs : 2], x[1 : 2 * pairs : 2]
+    paths = inference.interpolate(model, start, end, args.steps)
+    # a row per pair: the real test image, the decoded path, the other real test image
+    save_grid(torch.cat([start[:, None].float(), paths, end[:, None].float()], dim=1), out)
     console.print(
-        f"wrote {args.rows} interpolations to {args.out} "
+        f"wrote {pairs} interpolations to {args.out} "
         "(ends: the real test images; between: decoded codes)"
     )
     return 0
 
 
-def _conditional_model(checkpoint: str, device: str) -> Any:
-    from agekit.model import load_trained
-
-    model, _ = load_trained(checkpoint, device)
-    if model.data.condition_shape is None:
-        raise UsageError(
-            f"{checkpoint}: this model was trained on unconditional data "
-            f"({model.config.data.name}); colorize and transfer need a colorization model "
-            "(e.g. data colour-crops or lab-folder)"
-        )
-    model.pair.encoder.eval()
-    model.pair.generator.eval()
-    return model
-
-
-def read_rgb(path: str | Path, size: int) -> Any:
-    """An image file (any PIL-readable RGB or grayscale) as (3, size, size) RGB in [0, 1],
-    resized (shorter side, bilinear) and centre-cropped like ``image-folder``."""
-    from PIL import UnidentifiedImageError
-
-    from agekit.datasets.local import load_square_rgb
-
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{path}: no such image file")
-    try:
-        return load_square_rgb(path, size).float() / 255.0
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise UsageError(f"{path}: cannot read this file as an image ({exc})") from None
-
-
-def _model_size(model: Any) -> int:
-    return int(model.data.condition_shape[-1])
-
-
 def _cmd_colorize(args: argparse.Namespace) -> int:
     import torch
-    from torchvision.utils import save_image
 
-    from agekit.color import network_to_rgb, rgb_to_network
+    from agekit import inference
+    from agekit.visual import save_grid
 
-    if args.n < 1:
-        raise UsageError("--n must be at least 1")
-    model = _conditional_model(args.checkpoint, args.device)
-    size = _model_size(model)
-    rgb = torch.stack([read_rgb(path, size) for path in args.images])
-    device = next(model.pair.generator.parameters()).device
-    _, condition = rgb_to_network(rgb)
-    z = model.prior.sample(args.n, torch.Generator().manual_seed(args.seed))
-    rows = []
-    with torch.no_grad():
-        for image in range(len(rgb)):
-            cond = condition[image : image + 1].expand(args.n, -1, -1, -1)
-            ab = model.pair.generator(z.to(device), cond.to(device)).float().cpu()
-            grey = network_to_rgb(torch.zeros(1, 2, size, size), condition[image : image + 1])
-            rows.append(torch.cat([grey, network_to_rgb(ab, cond)]))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    save_image(torch.cat(rows), args.out, nrow=args.n + 1, pad_value=1.0)
+    model = _load_model(args.checkpoint, args.device, "colorize", conditional=True)
+    out = _image_out(args.out)
+    rgb = inference.read_rgb_batch(args.images, inference.condition_size(model))
+    colours = inference.colorize(model, rgb, args.n, args.seed)
+    grey = inference.lightness_only(rgb)
+    save_grid(torch.cat([grey[:, None], colours], dim=1), out, signed=False)
     console.print(
         f"wrote {len(rgb)} x {args.n} colorizations to {args.out} "
         "(a row per image: its grayscale input, then one colorization per z)"
@@ -330,27 +301,17 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
 
 def _cmd_transfer(args: argparse.Namespace) -> int:
     import torch
-    from torchvision.utils import save_image
 
-    from agekit.color import network_to_rgb, rgb_to_network
+    from agekit import inference
+    from agekit.visual import save_grid
 
-    model = _conditional_model(args.checkpoint, args.device)
-    size = _model_size(model)
-    source, target = read_rgb(args.source, size), read_rgb(args.target, size)
-    device = next(model.pair.generator.parameters()).device
-    x1, l1 = rgb_to_network(source[None])
-    x2, l2 = rgb_to_network(target[None])
-    with torch.no_grad():
-        z1 = model.pair.encoder(x1.to(device), l1.to(device))
-        out = model.pair.generator(z1, l2.to(device)).float().cpu()
-    grey = network_to_rgb(torch.zeros_like(x2), l2)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    save_image(
-        torch.cat([source[None], grey, network_to_rgb(out, l2), target[None]]),
-        args.out,
-        nrow=4,
-        pad_value=1.0,
-    )
+    model = _load_model(args.checkpoint, args.device, "transfer", conditional=True)
+    out = _image_out(args.out)
+    size = inference.condition_size(model)
+    source, target = inference.read_rgb(args.source, size), inference.read_rgb(args.target, size)
+    result = inference.transfer(model, source, target)
+    grey = inference.lightness_only(target[None])[0]
+    save_grid(torch.stack([source, grey, result, target])[None], out, signed=False)
     console.print(
         f"wrote {args.out}: source, target's grayscale, g(e(source | L_source) | L_target), "
         "target's own colours"
@@ -425,6 +386,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     for name in names:
         REGISTRY.load("metric", name)  # an unknown name fails here, before any work
     out = Path(args.out) if args.out else _run_folder(run) / "evaluate.json"
+    blocker = _blocking_file(list(out.parents))
+    if out.is_dir() or blocker is not None:
+        why = "is a folder" if blocker is None else f"{blocker} is a file, not a folder"
+        raise UsageError(f"{out}: {why}; expected a JSON file name")
     console.print(
         f"[bold]agekit evaluate[/bold] {escape(str(checkpoint))}: {', '.join(names)}",
         highlight=False,
@@ -454,13 +419,56 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kind_completer(**_: Any) -> list[str]:
+    from agekit.registry import KIND_ALIASES
+
+    return sorted(KIND_ALIASES)
+
+
+def _metric_completer(**_: Any) -> list[str]:
+    from agekit.registry import REGISTRY
+
+    return REGISTRY.available("metric")  # names only: imports no metric
+
+
+def _complete(action: argparse.Action, completer: Callable[..., list[str]]) -> None:
+    """Attach an argcomplete completer to an argument."""
+    action.completer = completer  # type: ignore[attr-defined]
+
+
+_DEVICE_HELP = "cpu, cuda, cuda:N, or auto (CUDA when present; the default)"
+_CHECKPOINT_HELP = "a checkpoint file or a run folder (its newest checkpoint)"
+
+
+def _image_out_help(what: str) -> str:
+    return f"image file of the {what} (ending in {', '.join(IMAGE_SUFFIXES)})"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="agekit", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"agekit {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="agekit",
+        description="Adversarial Generator-Encoder networks: train, sample, evaluate, run studies.",
+        epilog=f"--debug (or {DEBUG_VARIABLE}=1) shows the full traceback of an error.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"agekit {_version()}", help="print the version"
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"show the full traceback of an error (also: {DEBUG_VARIABLE}=1)",
+    )
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="`agekit COMMAND --help` for more"
+    )
 
     p = sub.add_parser("list", help="list registered components and their status")
-    p.add_argument("kind", nargs="?", help="prior(s), divergence(s), backbone(s), loss(es), ...")
+    _complete(
+        p.add_argument(
+            "kind", nargs="?", help="prior(s), divergence(s), backbone(s), loss(es), ..."
+        ),
+        _kind_completer,
+    )
     p.add_argument(
         "--plain",
         action="store_true",
@@ -469,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("train", help="train one AGE model from a TOML configuration")
-    p.add_argument("config")
+    p.add_argument("config", help="the configuration TOML file, e.g. configs/mnist5k.toml")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     p.add_argument("--out", help="parent folder of the run (overrides out_dir)")
     p.add_argument("--run-dir", help="exact run folder (default OUT/NAME)")
@@ -477,7 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--set",
         action="append",
         metavar="KEY=VALUE",
-        help="override a configuration key, e.g. --set train.steps=200",
+        help="override a configuration key, e.g. --set train.steps=200 (repeatable; values are "
+        "TOML)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
@@ -488,9 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("interpolate", _cmd_interpolate, "decode great-circle paths between encoded test images"),
     ):
         p = sub.add_parser(name, help=text)
-        p.add_argument("checkpoint", help="a checkpoint file or a run folder")
-        p.add_argument("--out", required=True)
-        p.add_argument("--device", default="auto")
+        p.add_argument("checkpoint", help=_CHECKPOINT_HELP)
+        p.add_argument("--out", required=True, help=_image_out_help(name + " grid"))
+        p.add_argument("--device", default="auto", help=_DEVICE_HELP)
         if name == "sample":
             p.add_argument("--n", type=positive_int, default=64, help="samples in the grid")
             p.add_argument("--seed", type=int, default=0, help="seed of the codes z")
@@ -504,35 +513,38 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "colorize", help="several colorizations g(z | L) of image files, one per z (conditional)"
     )
-    p.add_argument("checkpoint", help="a checkpoint file or a run folder")
+    p.add_argument("checkpoint", help=_CHECKPOINT_HELP)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="RGB or grayscale image files")
     p.add_argument("--n", type=positive_int, default=8, help="colorizations per image")
     p.add_argument("--seed", type=int, default=0, help="seed of the codes z")
-    p.add_argument("--out", required=True)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True, help=_image_out_help("colorization grid"))
+    p.add_argument("--device", default="auto", help=_DEVICE_HELP)
     p.set_defaults(func=_cmd_colorize)
 
     p = sub.add_parser("transfer", help="colour transfer: g(e(x1 | L1) | L2) (conditional models)")
-    p.add_argument("checkpoint", help="a checkpoint file or a run folder")
+    p.add_argument("checkpoint", help=_CHECKPOINT_HELP)
     p.add_argument("source", help="image whose colour scheme is encoded")
     p.add_argument("target", help="image whose lightness is recoloured")
-    p.add_argument("--out", required=True)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True, help=_image_out_help("four-image strip"))
+    p.add_argument("--device", default="auto", help=_DEVICE_HELP)
     p.set_defaults(func=_cmd_transfer)
 
     p = sub.add_parser(
         "evaluate", help="score one trained run with registered metrics (outside a study)"
     )
     p.add_argument("run", help="a run folder or a checkpoint file")
-    p.add_argument(
-        "--metric",
-        action="append",
-        metavar="NAME",
-        help="a registered metric (repeatable; default: what a study runs on this data; "
-        "see `agekit list metric`)",
+    _complete(
+        p.add_argument(
+            "--metric",
+            action="append",
+            metavar="NAME",
+            help="a registered metric (repeatable; default: what a study runs on this data; "
+            "see `agekit list metric`)",
+        ),
+        _metric_completer,
     )
     p.add_argument("--out", help="JSON file of the scores (default RUN/evaluate.json)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help=_DEVICE_HELP)
     p.add_argument("--seed", type=int, default=0, help="seed of the evaluation's sampling")
     p.add_argument(
         "--batchnorm",
@@ -542,6 +554,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_evaluate)
     _add_study_commands(sub)
+    for command in sub.choices.values():
+        # --debug after the command too (agekit train X --debug); SUPPRESS keeps a --debug given
+        # before the command from being reset by the sub-parser's default.
+        command.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help=f"show the full traceback of an error (also: {DEBUG_VARIABLE}=1)",
+        )
     return parser
 
 
@@ -553,38 +574,103 @@ def _add_study_commands(sub: Any) -> None:
     add_commands(sub)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from agekit.checkpoint import CheckpointError
-    from agekit.components import ComponentInputError
-    from agekit.config import ConfigError
-    from agekit.distributed import DistributedError
-    from agekit.model import DeviceUnavailable
-    from agekit.registry import RegistryError
-    from agekit.trainer import TrainingDiverged
+# errors -------------------------------------------------------------------------------------------
+#: agekit's own errors, whose messages are written for the user: (module, class). Looked up only
+#: in modules already imported (an error cannot come from a module that was never imported), so
+#: ``main`` imports nothing for them.
+_KNOWN_ERRORS = (
+    ("agekit.config", "ConfigError"),
+    ("agekit.registry", "RegistryError"),
+    ("agekit.checkpoint", "CheckpointError"),
+    ("agekit.model", "DeviceUnavailable"),
+    ("agekit.trainer", "DeviceUnavailable"),
+    ("agekit.trainer", "TrainingDiverged"),
+    ("agekit.distributed", "DistributedError"),
+    ("agekit.components", "ComponentInputError"),
+    ("agekit.inference", "InferenceError"),
+    ("agekit.datasets.local", "UnreadableImageError"),
+)
 
-    args = build_parser().parse_args(argv)
+
+def _is_known(exc: BaseException) -> bool:
+    if isinstance(exc, UsageError):
+        return True
+    for module_name, name in _KNOWN_ERRORS:
+        module = sys.modules.get(module_name)
+        kind = getattr(module, name, None) if module is not None else None
+        if isinstance(kind, type) and isinstance(exc, kind):
+            return True
+    return False
+
+
+def _message(exc: BaseException) -> str:
+    """An error's message for the user: a DataLoader worker's relayed traceback is cut down to
+    the original error's own line."""
+    text = str(exc) or type(exc).__name__
+    if "Original Traceback (most recent call last)" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        head, sep, rest = last.partition(": ")
+        text = rest if sep and "." in head and " " not in head else last
+    return text
+
+
+def _describe_os_error(exc: OSError) -> str:
+    """``PATH: reason`` for a failed file operation (permission, full disk, a file in the way)."""
+    if exc.filename is None:
+        return _message(exc)
+    where = str(exc.filename)
+    if exc.filename2 is not None:
+        where += f" -> {exc.filename2}"
+    reason = exc.strerror or _message(exc)
+    hints = {
+        errno.EACCES: "no permission to write or read there",
+        errno.EPERM: "not permitted there",
+        errno.EROFS: "the file system is read-only",
+        errno.ENOSPC: "the disk is full",
+        errno.EDQUOT: "the disk quota is exhausted",
+        errno.ENOTDIR: "a part of this path is a file, not a folder",
+    }
+    hint = hints.get(exc.errno or 0)
+    return f"{where}: {reason}" + (f" ({hint})" if hint else "")
+
+
+def _debug_requested(args: argparse.Namespace | None) -> bool:
+    if os.environ.get(DEBUG_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    return bool(getattr(args, "debug", False))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # a shell asking for completions: answer and exit
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
+    args = parser.parse_args(argv)
     _show_notes()
-    known = (
-        UsageError,
-        ConfigError,
-        RegistryError,
-        CheckpointError,
-        DeviceUnavailable,
-        TrainingDiverged,
-        DistributedError,
-        ComponentInputError,
-        FileNotFoundError,
-    )
+    # torch.load warns about pickle protocols before refusing a file that is not a checkpoint
+    warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
     try:
         return int(args.func(args))
-    except known as exc:
-        _error(str(exc))
-        return 2
     except KeyboardInterrupt:
         # ``agekit train`` handles Ctrl-C itself once training runs (checkpoint, then exit 130).
         before = " before training began: nothing was written" if args.command == "train" else ""
         err_console.print(f"interrupted{before}", highlight=False)
         return 130
+    except Exception as exc:
+        if _is_known(exc):
+            message, code = _message(exc), 2
+        elif isinstance(exc, OSError):  # the file system refused: permissions, a full disk, ...
+            message = _describe_os_error(exc)
+            code = 2 if isinstance(exc, FileNotFoundError) else 1
+            if not _debug_requested(args):
+                message += f" (--debug or {DEBUG_VARIABLE}=1 shows the traceback)"
+        else:
+            raise  # a bug in agekit or a plugin: its traceback is what a report needs
+        if _debug_requested(args):
+            traceback.print_exc()
+        _error(message)
+        return code
 
 
 if __name__ == "__main__":
