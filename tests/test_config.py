@@ -32,10 +32,19 @@ def test_shipped_configs_validate(path: Path) -> None:
 @pytest.mark.parametrize("path", sorted((ROOT / "studies").glob("*.toml")), ids=lambda p: p.name)
 def test_shipped_studies_plan(path: Path, tmp_path: Path) -> None:
     spec, source = load_study(path)
-    runs = plan(spec, str(source), tmp_path)
+    check = True
+    try:
+        runs = plan(spec, str(source), tmp_path)
+    except ConfigError as exc:
+        # Studies of local data sets (CelebA, CIFAR-10, ...) check their files when planned; on a
+        # machine without them, the configurations are still checked, the data are not.
+        if "agekit never downloads" not in str(exc):
+            raise
+        check = False
+        runs = plan(spec, str(source), tmp_path, check=check)
     assert runs
     for name in spec.profiles:
-        assert plan(spec, str(source), tmp_path, profile=name)
+        assert plan(spec, str(source), tmp_path, profile=name, check=check)
 
 
 BASE = 'name = "x"\n[data]\nname = "ring8"\n[backbone]\nname = "mlp"\n[train]\nsteps = 5\n'
