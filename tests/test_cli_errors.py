@@ -278,20 +278,7 @@ def test_help_imports_nothing_heavy() -> None:
 _COMMANDS = list(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        pytest.param(
-            command,
-            marks=pytest.mark.xfail(
-                strict=True, reason="agekit/studies/cli.py: report's FOLDER has no help yet"
-            ),
-        )
-        if command == "report"
-        else command
-        for command in _COMMANDS
-    ],
-)
+@pytest.mark.parametrize("command", _COMMANDS)
 def test_every_argument_has_help(command: str) -> None:
     parser = build_parser()
     command_parser = parser._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]

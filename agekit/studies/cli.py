@@ -45,5 +45,5 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("report", help="(re)write a study's report from what its runs hold")
-    p.add_argument("folder")
+    p.add_argument("folder", help="a study folder written by agekit run (holds runs/)")
     p.set_defaults(func=_cmd_report)
