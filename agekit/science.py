@@ -8,6 +8,10 @@ what changes what is computed counts. Where the run lives (``out_dir``, ``name``
 the device, data-loader workers, ``train.compile`` and ``train.channels_last`` (execution
 strategies, not different numbers to represent) do not: a run folder moved with ``mv``, or one
 given once as an absolute and once as a relative path, is still the same run.
+
+Resuming a checkpoint also allows a different budget (:data:`BUDGET_KEYS`): training longer
+continues the same experiment. A study still counts the budget as science (a run evaluated after
+1,000 steps is not the planned 2,000-step run); :func:`resume_refusal` leaves it out.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ NON_SCIENCE_KEYS: frozenset[str] = frozenset(
         "train.grid_size",
     }
 )
+
+#: Dotted keys that say how long a run trains, not what each step computes: a checkpoint may be
+#: resumed under a different budget (a larger one trains longer).
+BUDGET_KEYS: frozenset[str] = frozenset({"train.steps", "train.epochs", "train.max_minutes"})
 
 _MISSING = object()
 
@@ -63,9 +71,17 @@ def science_differences(stored: Mapping[str, Any], planned: Mapping[str, Any]) -
     side has (a configuration written before the key existed) counts as that key's default value,
     so adding a field with a default does not make every earlier run differ.
     """
+    return [key for key, _, _ in science_changes(stored, planned)]
+
+
+def science_changes(
+    stored: Mapping[str, Any], planned: Mapping[str, Any]
+) -> list[tuple[str, Any, Any]]:
+    """:func:`science_differences` with the values: ``(key, stored value, planned value)``, where a
+    key that a side does not have at all (nor a default for it) has the value None."""
     left, right = _flatten(stored), _flatten(planned)
     defaults: dict[str, Any] | None = None
-    differences = []
+    changes = []
     for key in sorted(set(left) | set(right)):
         if _ignored(key):
             continue
@@ -76,8 +92,20 @@ def science_differences(stored: Mapping[str, Any], planned: Mapping[str, Any]) -
             a = defaults.get(key, _MISSING) if a is _MISSING else a
             b = defaults.get(key, _MISSING) if b is _MISSING else b
         if a is _MISSING or b is _MISSING or a != b:
-            differences.append(key)
-    return differences
+            changes.append((key, None if a is _MISSING else a, None if b is _MISSING else b))
+    return changes
+
+
+def resume_refusal(stored: Mapping[str, Any], planned: Mapping[str, Any]) -> str | None:
+    """Why a checkpoint written under ``stored`` may not be resumed under ``planned``, or None.
+
+    Every science difference except the budget (:data:`BUDGET_KEYS`) forbids it; the reason names
+    each differing key with its stored and new value: ``game.latent_weight: 1000.0 -> 1.0``.
+    """
+    changes = [c for c in science_changes(stored, planned) if c[0] not in BUDGET_KEYS]
+    if not changes:
+        return None
+    return "; ".join(f"{key}: {a!r} -> {b!r}" for key, a, b in changes)
 
 
 def _ignored(key: str) -> bool:

@@ -41,6 +41,7 @@ from agekit.datasets.stream import BatchStream, test_batch, test_batch_condition
 from agekit.game import AGEGame, RegressionObjective
 from agekit.model import DeviceUnavailable, build_model, resolve_device
 from agekit.progress import TensorBoardLog, plain_every, to_stderr, training_progress
+from agekit.science import resume_refusal
 from agekit.visual import save_pairs_grid, save_samples
 
 #: Notes for the person running the trainer (a resume that fell back, a torn log line dropped);
@@ -248,10 +249,13 @@ class Trainer:
                 "%s; kept as %s, resuming from the older %s instead", reason, kept.name, path.name
             )
         saved = ckpt.saved_config(state)
-        if saved is not None and saved != config_to_dict(self.config):
+        # Only the science must match: a moved folder (out_dir, name), another device or cadence,
+        # or a larger budget (train longer) still continues the same run.
+        refusal = None if saved is None else resume_refusal(saved, config_to_dict(self.config))
+        if refusal is not None:
             raise ckpt.CheckpointError(
-                f"{path}: the run was started with a different configuration; "
-                "use a new run folder or the original configuration"
+                f"{path}: the run was started with a different configuration ({refusal}); "
+                "use a new run folder or the original values"
             )
         self.load_state_dict(state)
         if self.is_main:
@@ -497,6 +501,13 @@ class Trainer:
         resumed = False
         if resume:
             resumed = self.resume()
+            budget = self._budget_steps()
+            if budget is not None and budget < self.step:
+                raise ckpt.CheckpointError(
+                    f"{self.run_dir}: the checkpoint is at step {self.step}, past this budget of "
+                    f"{budget} steps (train.steps, train.epochs); a run cannot be shortened: "
+                    f"give a budget of at least {self.step} steps, or use a new run folder"
+                )
         elif ckpt.latest(self.checkpoint_dir) is not None:
             raise ckpt.CheckpointError(
                 f"{self.run_dir} already holds checkpoints; pass --resume to continue that run "

@@ -299,6 +299,29 @@ def test_fit_removes_fragments_of_killed_checkpoint_writes(tmp_path: Path) -> No
     ]
 
 
+def test_a_run_folder_moved_with_mv_resumes_exactly_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Started as `agekit train tiny.toml --out first`, interrupted at step 20, moved with mv,
+    # resumed as `agekit train tiny.toml --out moved --resume`: out_dir differs, the science not.
+    raw = _raw()
+    config = _config_file(tmp_path, raw)
+    _crash_after_checkpoint(tmp_path / "first" / "tiny", {**raw, "out_dir": "first"}, 20)
+    (tmp_path / "first").rename(tmp_path / "moved")
+    moved = tmp_path / "moved" / "tiny"
+    assert (
+        main(["train", str(config), "--out", str(tmp_path / "moved"), "--resume", "--quiet"]) == 0
+    )
+    assert f"resuming from {moved / 'checkpoints' / 'step_00000020.pt'}" in capsys.readouterr().err
+    Trainer(parse_config(raw), tmp_path / "reference").fit()
+    _same_parameters(
+        moved / "checkpoints" / "step_00000060.pt",
+        tmp_path / "reference" / "checkpoints" / "step_00000060.pt",
+    )
+    assert _logged_steps(moved) == list(range(5, 61, 5))
+    assert json.loads((moved / "config.json").read_text())["out_dir"] == str(tmp_path / "moved")
+
+
 # 3. version, pipes, a fresh resume ----------------------------------------------------------------
 
 

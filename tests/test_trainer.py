@@ -160,12 +160,42 @@ def test_existing_checkpoints_are_never_overwritten_without_resume(tmp_path: Pat
     assert (tmp_path / "run" / "checkpoints" / "step_00000020.pt").read_bytes() == before
 
 
-def test_resume_with_a_different_config_is_refused(tmp_path: Path) -> None:
+def test_resume_with_a_different_science_is_refused_naming_each_key(tmp_path: Path) -> None:
     Trainer(_config(steps=20), tmp_path / "run").fit()
     changed = _config(steps=20)
     changed.game.latent_weight = 1.0
-    with pytest.raises(ckpt.CheckpointError, match="different configuration"):
+    changed.optim.lr = 1e-3
+    with pytest.raises(ckpt.CheckpointError, match="different configuration") as refused:
         Trainer(changed, tmp_path / "run").fit(resume=True)
+    assert "game.latent_weight: 1000.0 -> 1.0" in str(refused.value)
+    assert "optim.lr: 0.0002 -> 0.001" in str(refused.value)
+
+
+def test_resume_ignores_location_and_cadence(tmp_path: Path) -> None:
+    Trainer(_config(steps=20), tmp_path / "run").fit()
+    moved = _config(steps=40, log_every=10, checkpoint_every=10)
+    moved.out_dir, moved.name = str(tmp_path / "elsewhere"), "renamed"
+    assert Trainer(moved, tmp_path / "run").fit(resume=True).step == 40
+
+
+def test_resume_may_raise_the_budget_and_continues_exactly(tmp_path: Path) -> None:
+    Trainer(_config(steps=20), tmp_path / "run").fit()
+    assert Trainer(_config(steps=60), tmp_path / "run").fit(resume=True).step == 60
+    Trainer(_config(steps=60), tmp_path / "reference").fit()
+    final = ckpt.load(tmp_path / "run" / "checkpoints" / "step_00000060.pt")
+    expected = ckpt.load(tmp_path / "reference" / "checkpoints" / "step_00000060.pt")
+    for network in ("encoder", "generator"):
+        for key, value in expected[network].items():
+            assert torch.equal(final[network][key], value), f"{network}.{key} differs"
+
+
+def test_resume_below_the_checkpoint_step_says_a_run_cannot_be_shortened(tmp_path: Path) -> None:
+    Trainer(_config(steps=40), tmp_path / "run").fit()
+    with pytest.raises(ckpt.CheckpointError, match="checkpoint is at step 40, past this budget"):
+        Trainer(_config(steps=20), tmp_path / "run").fit(resume=True)
+    assert ckpt.latest(tmp_path / "run" / "checkpoints") == (
+        tmp_path / "run" / "checkpoints" / "step_00000040.pt"
+    )
 
 
 def test_nan_stops_training_naming_step_and_term(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from rich.markup import escape
 
 from agekit import checkpoint as ckpt
 from agekit.atomic import write_json_atomic
-from agekit.config import ConfigError, ExperimentConfig, config_to_dict
+from agekit.config import ConfigError, config_to_dict
 from agekit.science import science_differences
 from agekit.studies.spec import PlannedRun, StudySpec, load_study, plan
 
@@ -104,19 +104,6 @@ def is_complete(folder: Path, run: PlannedRun) -> bool:
     return not science_differences(saved["config"], config_to_dict(run.config))
 
 
-def _resume_config(target: Path, config: ExperimentConfig) -> ExperimentConfig:
-    """The planned configuration, with the location keys (``out_dir``, ``name``) the run was
-    started with when its science is the same: a run interrupted in a study folder that was
-    moved since then resumes there instead of being refused as a different configuration."""
-    stored = _read_json(target / "config.json")
-    if not isinstance(stored, dict) or ckpt.latest(target / "checkpoints") is None:
-        return config
-    if science_differences(stored, config_to_dict(config)):
-        return config  # the trainer refuses it, naming the difference
-    location = {k: stored[k] for k in ("out_dir", "name") if isinstance(stored.get(k), str)}
-    return config.model_copy(update=location) if location else config
-
-
 def execute(
     folder: Path,
     run: PlannedRun,
@@ -133,7 +120,9 @@ def execute(
     from agekit.trainer import Trainer
 
     target = run_dir(folder, run)
-    trainer = Trainer(_resume_config(target, run.config), target, progress=progress)
+    # The trainer compares only the science with a checkpoint's configuration, so a run
+    # interrupted in a study folder that was moved since then resumes here.
+    trainer = Trainer(run.config, target, progress=progress)
     resume = ckpt.latest(trainer.checkpoint_dir) is not None
     started = time.perf_counter()
     result = trainer.fit(resume=resume, handle_signals=handle_signals)
