@@ -23,7 +23,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,7 +35,6 @@ from torch.nn.parallel import DistributedDataParallel
 from agekit import checkpoint as ckpt
 from agekit import distributed
 from agekit.atomic import write_atomic
-from agekit.components import ComponentInputError
 from agekit.config import ExperimentConfig, config_to_dict, reference_adversary_threshold
 from agekit.datasets.stream import BatchStream, test_batch, test_batch_conditioned
 from agekit.game import AGEGame, RegressionObjective
@@ -165,6 +164,8 @@ class Trainer:
         #: networks: built once, on the first step (:meth:`_wrapped`).
         self._game: AGEGame | None = None
         self._regression: RegressionObjective | None = None
+        #: The divergence terms of the step in progress (named when their codes are not finite).
+        self._divergence_terms = ""
         self._tensorboard = TensorBoardLog(self.run_dir / "tensorboard")
         #: The signal (SIGTERM, SIGINT) that stopped the last ``fit(handle_signals=True)``, if any.
         self.interrupted_by: int | None = None
@@ -340,7 +341,7 @@ class Trainer:
             generator,  # type: ignore[arg-type]
             trained_encoder=train_encoder,
             trained_generator=train_generator,
-            gather=gather,
+            gather=self._finite_codes(gather),
         )
         if self.model.regression is not None:
             self._regression = RegressionObjective(
@@ -388,7 +389,8 @@ class Trainer:
 
         self.encoder.requires_grad_(True)
         self.generator.requires_grad_(False)
-        with self._autocast(), self._non_finite_networks_reported():
+        self._divergence_terms = "kl_fake_enc, kl_real"
+        with self._autocast():
             enc = game.encoder_step(
                 x, self._sample_z(batch), condition=condition, adversary_weight=adversary_weight
             )
@@ -402,7 +404,8 @@ class Trainer:
         gen_terms: dict[str, Tensor] = {}
         for _ in range(self.config.game.gen_steps_per_encoder_step):
             real = x if self.config.game.generator_data_weight > 0 else None
-            with self._autocast(), self._non_finite_networks_reported():
+            self._divergence_terms = "kl_fake"
+            with self._autocast():
                 gen = game.generator_step(self._sample_z(batch), real, condition=condition)
             self._guard(gen.terms | {"generator_loss": gen.loss})
             self.opt_generator.zero_grad(set_to_none=True)
@@ -441,29 +444,48 @@ class Trainer:
             terms = dict(zip(terms, means, strict=True))
         return {key: float(value.detach()) for key, value in terms.items()}
 
-    @contextlib.contextmanager
-    def _non_finite_networks_reported(self) -> Iterator[None]:
-        """A step whose networks hold NaN or inf reports that, not a component's input check.
+    def _finite_codes(
+        self, gather: Callable[[Tensor], Tensor] | None
+    ) -> Callable[[Tensor], Tensor]:
+        """The game's ``gather`` hook (codes on their way to the divergence), stopping the run
+        with :class:`TrainingDiverged` when they hold NaN or inf.
 
-        Non-finite weights give non-finite codes, which a divergence rejects as off the prior's
-        support before the terms reach :meth:`_guard`; the user should read the guard's message.
+        The divergence would otherwise reject them with its own input check (codes off the
+        prior's support) before the terms reach :meth:`_guard`, and the user must read the
+        guard's message (step, term, last good checkpoint). Gathered codes are the same on every
+        rank; local ones (``distributed.divergence = "per-rank"``) are compared over the ranks,
+        so that every rank stops at this same call instead of waiting in the next collective.
         """
-        try:
-            yield
-        except ComponentInputError:
-            bad = [
-                f"{role}.{name}"
-                for role, net in (("encoder", self.encoder), ("generator", self.generator))
-                for name, value in net.state_dict().items()
-                if value.is_floating_point() and not bool(torch.isfinite(value).all())
-            ]
-            if not bad:
-                raise
-            raise TrainingDiverged(
-                f"step {self.step + 1}: non-finite values in {', '.join(bad[:3])}"
-                + (f" and {len(bad) - 3} more tensors" if len(bad) > 3 else "")
-                + f"; training stopped, {self._last_good()}"
-            ) from None
+        per_rank = self.dist is not None and gather is None
+
+        def checked(codes: Tensor) -> Tensor:
+            if gather is not None:
+                codes = gather(codes)
+            bad = not bool(torch.isfinite(codes.detach()).all())
+            if per_rank:
+                bad = distributed.any_rank(bad, self.device)
+            if bad:
+                raise self._diverged(f"the codes entering {self._divergence_terms}")
+            return codes
+
+        return checked
+
+    def _diverged(self, where: str) -> TrainingDiverged:
+        """The error of a step that produced NaN or inf in ``where``, naming non-finite weights."""
+        bad = [
+            f"{role}.{name}"
+            for role, net in (("encoder", self.encoder), ("generator", self.generator))
+            for name, value in net.state_dict().items()
+            if value.is_floating_point() and not bool(torch.isfinite(value).all())
+        ]
+        weights = ""
+        if bad:
+            more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+            weights = f" (non-finite weights: {', '.join(bad[:3])}{more})"
+        return TrainingDiverged(
+            f"step {self.step + 1}: non-finite value in {where}{weights}; training stopped, "
+            + self._last_good()
+        )
 
     def _last_good(self) -> str:
         last = ckpt.latest(self.checkpoint_dir)
@@ -477,10 +499,7 @@ class Trainer:
         if bool(torch.isfinite(values).all()):
             return
         bad = [name for name, t in zip(terms, values, strict=True) if not bool(torch.isfinite(t))]
-        raise TrainingDiverged(
-            f"step {self.step + 1}: non-finite value in {', '.join(bad)}; training stopped, "
-            + self._last_good()
-        )
+        raise self._diverged(", ".join(bad))
 
     def fit(self, resume: bool = False, handle_signals: bool = False) -> TrainResult:
         """Train until the budget is spent; ``resume`` continues from the newest checkpoint.

@@ -219,5 +219,68 @@ def test_batch_must_divide_over_processes() -> None:
         local_batch_size(30, 4)
 
 
+_DIVERGING_RANK = """
+import json, sys
+import torch
+from agekit import distributed
+from agekit.config import parse_config
+from agekit.trainer import Trainer, TrainingDiverged
+
+trainer = Trainer(parse_config(json.loads(sys.argv[1])), sys.argv[2])
+step = trainer.train_step
+
+def poisoned_on_rank_1():
+    if trainer.step == 3 and trainer.rank == 1:  # this rank's codes only become NaN
+        with torch.no_grad():
+            next(trainer.encoder.parameters()).fill_(float("nan"))
+    return step()
+
+trainer.train_step = poisoned_on_rank_1
+try:
+    trainer.fit()
+except TrainingDiverged as exc:
+    print(f"diverged: {exc}")
+    sys.exit(3)
+finally:
+    distributed.shutdown()
+"""
+
+
+def test_per_rank_divergence_nan_on_one_rank_stops_every_rank(tmp_path: Path) -> None:
+    # With distributed.divergence = "per-rank" each rank checks its own codes; rank 1's NaN must
+    # stop rank 0 too (at the same call), not leave it waiting in DDP's gradient all-reduce.
+    raw = _raw("gaussian-kl", steps=10) | {"distributed": {"divergence": "per-rank"}}
+    port = _free_port()
+    procs = []
+    for rank in range(WORLD):
+        env = {
+            **os.environ,
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(WORLD),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "OMP_NUM_THREADS": "1",
+        }
+        command = [sys.executable, "-c", _DIVERGING_RANK, json.dumps(raw), str(tmp_path / "run")]
+        procs.append(
+            subprocess.Popen(
+                command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+        )
+    try:
+        logs = [proc.communicate(timeout=60)[0] for proc in procs]
+    except subprocess.TimeoutExpired:
+        pytest.fail("a rank hung after another rank's codes became NaN")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert [proc.returncode for proc in procs] == [3, 3], logs
+    for log in logs:
+        assert "diverged: step 4: non-finite value in the codes entering kl_fake_enc" in log, log
+
+
 if __name__ == "__main__":
     _worker(Path(sys.argv[1]))

@@ -228,9 +228,22 @@ def test_nan_weights_are_reported_by_the_guard_not_the_divergence(tmp_path: Path
         return original()
 
     trainer.train_step = poisoning_step  # type: ignore[method-assign]
-    with pytest.raises(TrainingDiverged, match=r"step 26: non-finite values in encoder\.") as exc:
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"step 26: non-finite value in the codes entering kl_fake_enc, kl_real "
+        r"\(non-finite weights: encoder\.",
+    ) as exc:
         trainer.fit()
-    assert "step_00000020.pt" in str(exc.value)
+    assert "the last good checkpoint is" in str(exc.value) and "step_00000020.pt" in str(exc.value)
+
+
+def test_an_exploding_learning_rate_is_reported_by_the_guard(tmp_path: Path) -> None:
+    # Finite but huge weights overflow the activations: the codes are NaN or inf before any term
+    # is computed, and the divergence's input check must not be what the user reads.
+    config = _config(steps=40)
+    config.optim.lr = 1e30
+    with pytest.raises(TrainingDiverged, match=r"^step 1: non-finite value in the codes entering "):
+        Trainer(config, tmp_path / "run").fit()
 
 
 def test_epoch_budget_and_lr_drop(tmp_path: Path) -> None:
