@@ -18,10 +18,7 @@ import contextlib
 import json
 import logging
 import math
-import os
 import random
-import signal
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,8 +36,9 @@ from agekit.config import ExperimentConfig, config_to_dict, reference_adversary_
 from agekit.datasets.stream import BatchStream, test_batch, test_batch_conditioned
 from agekit.game import AGEGame, RegressionObjective
 from agekit.model import DeviceUnavailable, build_model, resolve_device
-from agekit.progress import TensorBoardLog, plain_every, to_stderr, training_progress
+from agekit.progress import TensorBoardLog, plain_every, training_progress
 from agekit.science import resume_refusal
+from agekit.signals import StopSignals, TrainingStopSignals
 from agekit.visual import save_pairs_grid, save_samples
 
 #: Notes for the person running the trainer (a resume that fell back, a torn log line dropped);
@@ -552,7 +550,7 @@ class Trainer:
         progress = training_progress(
             self.show_progress, total, self.step, plain_every(total, t.log_every)
         )
-        signals = _StopSignals(self) if handle_signals else None
+        signals = TrainingStopSignals(self.checkpoint_dir, self.is_main) if handle_signals else None
         self._emit("start", {"step": self.step})
         with signals or contextlib.nullcontext(), progress:
             while total is None or self.step < total:
@@ -605,7 +603,7 @@ class Trainer:
         self._emit("end", {"step": self.step, "status": status})
         return result
 
-    def _stop_requested(self, signals: _StopSignals) -> bool:
+    def _stop_requested(self, signals: StopSignals) -> bool:
         """Whether a stop signal has arrived; under torchrun, on any rank (the ranks must stop
         at the same step, or the others wait forever in the next collective)."""
         received = signals.received or 0
@@ -669,55 +667,3 @@ class Trainer:
             folder / f"reconstructions_{tag}.png",
             data,
         )
-
-
-#: The signals that ask a run to stop: schedulers' preemption (SLURM, Kubernetes) and Ctrl-C.
-STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
-
-
-class _StopSignals:
-    """While entered: the first SIGTERM/SIGINT is recorded for the training loop to stop at the
-    next step boundary; a second one exits at once with the conventional status 128 + signum.
-
-    Installed only from the main thread (Python's rule), and never over a signal the process
-    was told to ignore (``SIG_IGN``, e.g. SIGINT of a background job). The previous handlers come
-    back on exit.
-    """
-
-    def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopSignals:
-        if threading.current_thread() is not threading.main_thread():
-            return self
-        for signum in STOP_SIGNALS:
-            previous = signal.getsignal(signum)
-            if previous is signal.SIG_IGN:
-                continue
-            self._previous[signum] = previous
-            signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
-        self._previous.clear()
-
-    def _handle(self, signum: int, frame: object) -> None:
-        name = signal.Signals(signum).name
-        trainer = self.trainer
-        if self.received is not None:
-            if trainer.is_main:
-                last = ckpt.latest(trainer.checkpoint_dir)
-                kept = f"the newest checkpoint is {last}" if last else "no checkpoint was written"
-                to_stderr(f"\nagekit: second signal ({name}): stopped at once; {kept}")
-            os._exit(128 + signum)
-        self.received = signum
-        if trainer.is_main:
-            to_stderr(
-                f"\nagekit: {name} received: finishing the current step, then writing a "
-                f"checkpoint to {trainer.checkpoint_dir} (send it again to stop at once, "
-                "without one)"
-            )

@@ -146,8 +146,11 @@ def test_ctrl_c_checkpoints_and_exits_130(tmp_path: Path) -> None:
 _TWICE = textwrap.dedent(
     """
     import json, os, signal, sys, time
+    import agekit.signals
     from agekit.config import parse_config
     from agekit.trainer import Trainer
+
+    agekit.signals.REPEAT_WINDOW_S = 0.3  # the second signal below comes after the window
 
     def twice(event, trainer, record):
         if event == "log" and record["step"] == 25:
@@ -174,6 +177,57 @@ def test_a_second_signal_exits_at_once_without_a_checkpoint(tmp_path: Path) -> N
     assert "still running" not in done.stdout
     assert ckpt.latest(run / "checkpoints") == run / "checkpoints" / "step_00000020.pt"
     assert "second signal (SIGTERM): stopped at once" in done.stderr
+
+
+_REPEATED = textwrap.dedent(
+    """
+    import json, os, signal, sys, time
+    from agekit.config import parse_config
+    from agekit.trainer import Trainer
+
+    def repeated(event, trainer, record):
+        if event == "log" and record["step"] == 25:
+            # One preemption, delivered twice: by the scheduler and passed on by a study.
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.3)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.3)
+
+    trainer = Trainer(parse_config(json.loads(sys.argv[1])), sys.argv[2], callbacks=[repeated])
+    result = trainer.fit(handle_signals=True)
+    print(result.status, result.step, trainer.interrupted_by)
+    """
+)
+
+
+def test_the_same_signal_repeated_within_two_seconds_is_one_request(tmp_path: Path) -> None:
+    script = tmp_path / "repeated.py"
+    script.write_text(_REPEATED)
+    run = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, str(script), json.dumps(_raw()), str(run)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["interrupted", "25", str(int(signal.SIGTERM))]
+    assert ckpt.latest(run / "checkpoints") == run / "checkpoints" / "step_00000025.pt"
+    assert "SIGTERM again within 2 s: taken as the same request" in done.stderr
+    assert "second signal" not in done.stderr
+
+
+def test_stop_signals_count_a_repeat_only_outside_the_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import agekit.signals
+
+    with agekit.signals.StopSignals() as signals:
+        for _ in range(3):
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert (signals.received, signals.count) == (signal.SIGTERM, 1)
+        os.kill(os.getpid(), signal.SIGINT)  # another signal is a second request at once
+        assert signals.count == 2
+        monkeypatch.setattr(agekit.signals, "REPEAT_WINDOW_S", 0.0)
+        os.kill(os.getpid(), signal.SIGTERM)  # the same signal, after the window
+        assert signals.count == 3
 
 
 def test_under_torchrun_a_signal_to_one_rank_stops_every_rank_at_the_same_step(

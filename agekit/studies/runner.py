@@ -17,7 +17,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -31,7 +30,9 @@ from rich.markup import escape
 from agekit import checkpoint as ckpt
 from agekit.atomic import write_json_atomic
 from agekit.config import ConfigError, config_to_dict
+from agekit.progress import to_stderr
 from agekit.science import science_differences
+from agekit.signals import StopSignals
 from agekit.studies.spec import PlannedRun, StudySpec, load_study, plan
 
 console = Console()
@@ -40,8 +41,6 @@ err_console = Console(stderr=True)
 EVAL_FILE = "eval.json"
 #: Written in a run's folder when the run fails: its error, type and traceback.
 FAILED_FILE = "failed.json"
-#: The signals that stop a study: schedulers' preemption (SLURM, Kubernetes) and Ctrl-C.
-STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
 #: Seconds a parallel study waits for a run's process to acknowledge a stop signal it may have
 #: received directly (a scheduler signals every process of a job) before passing it on.
 FORWARD_GRACE_S = 2.0
@@ -186,50 +185,27 @@ def recorded_failures(folder: Path) -> dict[str, str]:
 
 
 # Signals -----------------------------------------------------------------------------------------
-def _to_stderr(message: str) -> None:
-    """Write from a signal handler: straight to the file descriptor."""
-    with contextlib.suppress(OSError):
-        os.write(2, (message + "\n").encode())
-
-
-class _StudySignals:
+class _StudySignals(StopSignals):
     """While entered, the first SIGTERM/SIGINT is recorded; with ``raise_at_once`` (a study that
-    trains in this process) it also raises :class:`StudyInterrupted` where the program is. During
-    training the trainer's own handlers take over (they finish the step and checkpoint) and give
-    these back afterwards. Installed from the main thread only, never over an ignored signal."""
+    trains in this process) every stop request also raises :class:`StudyInterrupted` where the
+    program is. During training the trainer's own handlers take over (they finish the step and
+    checkpoint) and give these back afterwards. A repeat of the first signal within
+    :data:`agekit.signals.REPEAT_WINDOW_S` is the same request (:mod:`agekit.signals`)."""
 
     def __init__(self, raise_at_once: bool) -> None:
+        super().__init__()
         self.raise_at_once = raise_at_once
-        self.received: int | None = None
-        self.count = 0
-        self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> _StudySignals:
-        if threading.current_thread() is not threading.main_thread():
-            return self
-        for signum in STOP_SIGNALS:
-            previous = signal.getsignal(signum)
-            if previous is signal.SIG_IGN:
-                continue
-            self._previous[signum] = previous
-            signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
-        self._previous.clear()
-
-    def _handle(self, signum: int, frame: object) -> None:
-        self.count += 1
-        name = signal.Signals(signum).name
-        if self.received is None:
-            self.received = signum
-            _to_stderr(f"\nagekit: {name} received: stopping the study")
-        elif not self.raise_at_once:
-            _to_stderr(f"\nagekit: second signal ({name}): stopping the runs at once")
+    def on_first(self, signum: int) -> None:
+        to_stderr(f"\nagekit: {signal.Signals(signum).name} received: stopping the study")
         if self.raise_at_once:
             raise StudyInterrupted(signum)
+
+    def on_second(self, signum: int) -> None:
+        if self.raise_at_once:
+            raise StudyInterrupted(signum)
+        name = signal.Signals(signum).name
+        to_stderr(f"\nagekit: second signal ({name}): stopping the runs at once")
 
 
 # Progress ----------------------------------------------------------------------------------------
