@@ -13,6 +13,7 @@ images are detached in the encoder step.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,6 +21,15 @@ import torch
 from torch import Tensor, nn
 
 from agekit.components import Divergence, Encoder, Generator, Prior, ReconstructionLoss
+
+#: The game's terms as the training log names them (``metrics.jsonl`` keys -> labels), in the
+#: order progress lines and study figures show them: D(e(x)), D(e(g(z))), L_X and L_Z.
+TERM_LABELS: dict[str, str] = {
+    "kl_real": "KL_real",
+    "kl_fake": "KL_fake",
+    "data_rec": "L_X",
+    "latent_rec": "L_Z",
+}
 
 
 @dataclass(frozen=True)
@@ -165,6 +175,33 @@ class AGEGame:
             loss = loss + w.encoder_latent_weight * latent_rec
             terms["latent_rec_enc"] = latent_rec
         return StepLosses(loss, terms)
+
+
+class AdaptiveAdversaryWeight:
+    """The reference code's adaptive weight on D(e(g(z))) in the encoder step (see config).
+
+    The encoder step's ``adversary_weight``: it shrinks while either divergence is above the
+    threshold and grows otherwise, by steps scaled with the learning rate's ratio to its start.
+    """
+
+    def __init__(
+        self,
+        increase: float,
+        decrease: float,
+        threshold: float,
+        initial: float,
+        maximum: float | None = None,
+    ) -> None:
+        self.increase, self.decrease, self.threshold = increase, decrease, threshold
+        self.maximum = math.inf if maximum is None else maximum
+        self.weight = initial
+
+    def update(self, kl_real: float, kl_fake: float, lr_ratio: float) -> float:
+        if kl_real > self.threshold or kl_fake > self.threshold:
+            self.weight = max(0.0, self.weight - self.decrease * lr_ratio)
+        else:
+            self.weight = min(self.maximum, self.weight + self.increase * lr_ratio)
+        return self.weight
 
 
 class RegressionObjective:

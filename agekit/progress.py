@@ -1,4 +1,5 @@
-"""What a training run shows while it runs: a progress bar or plain lines, TensorBoard scalars.
+"""What a training run shows and logs: a progress bar or plain lines, TensorBoard scalars, and
+the training log ``metrics.jsonl`` (:func:`append_record`, :func:`truncate_records`).
 
 On a terminal, :func:`training_progress` draws a rich bar whose first row (step count, bar,
 elapsed time) fits in 80 columns, with the latest log record's terms on a row of their own. When
@@ -9,6 +10,7 @@ lines instead, about every tenth of the run: ``step 400/4000  KL_real 0.612 ...`
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import time
@@ -21,29 +23,26 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Column
 from rich.text import Text
 
+from agekit.atomic import write_atomic
+from agekit.game import TERM_LABELS
+
 __all__ = [
     "LineProgress",
     "NullProgress",
     "TensorBoardLog",
     "TrainingProgress",
+    "append_record",
     "format_stats",
     "plain_every",
     "to_stderr",
     "training_progress",
+    "truncate_records",
 ]
-
-#: The log record's terms a progress display shows, with the training log's labels.
-STATS_LABELS: tuple[tuple[str, str], ...] = (
-    ("kl_real", "KL_real"),
-    ("kl_fake", "KL_fake"),
-    ("data_rec", "L_X"),
-    ("latent_rec", "L_Z"),
-)
 
 
 def format_stats(entry: Mapping[str, Any]) -> str:
     """A log record's headline terms and throughput: ``KL_real 0.612  L_X 0.456  812 img/s``."""
-    parts = [f"{label} {entry[key]:.3f}" for key, label in STATS_LABELS if key in entry]
+    parts = [f"{label} {entry[key]:.3f}" for key, label in TERM_LABELS.items() if key in entry]
     parts.append(f"{entry['images_per_s']:.0f} img/s")
     return "  ".join(parts)
 
@@ -212,6 +211,38 @@ class TensorBoardLog:
             if key != "step" and isinstance(value, int | float):
                 writer.add_scalar(key, value, entry["step"])
         writer.flush()
+
+
+def append_record(path: Path, entry: Mapping[str, Any]) -> None:
+    """Append one record to a training log (``metrics.jsonl``: one JSON object a line)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.write(json.dumps(entry) + "\n")
+
+
+def truncate_records(path: Path, step: int) -> int:
+    """Keep the records of a training log up to ``step`` (those after it will be redone by a
+    resumed run) and drop lines that are not JSON records: the torn last line of a crash or a
+    full disk. Rewritten atomically; returns how many torn lines were dropped."""
+    if not path.exists():
+        return 0
+    kept: list[str] = []
+    torn = 0
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.strip("\x00 \t\r"):
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict):
+            torn += 1
+            continue
+        if record.get("step", 0) <= step:
+            kept.append(line)
+    text = "".join(line + "\n" for line in kept)
+    write_atomic(path, lambda handle: handle.write(text.encode()))
+    return torn
 
 
 def to_stderr(message: str) -> None:

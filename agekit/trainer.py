@@ -3,13 +3,15 @@
 The objectives live in :mod:`agekit.game`; this module only decides when each one is minimised,
 on which device, and what is written to disk. What the loop uses lives elsewhere: the model built
 from a configuration (:mod:`agekit.model`), the batches (:mod:`agekit.datasets.stream`),
-checkpoint files (:mod:`agekit.checkpoint`), the progress display and TensorBoard
-(:mod:`agekit.progress`).
+checkpoint files (:mod:`agekit.checkpoint`), the progress display, TensorBoard and the training
+log (:mod:`agekit.progress`), the non-finite guard (:mod:`agekit.guard`), the stop signals
+(:mod:`agekit.signals`), the images written as it goes (:mod:`agekit.snapshots`) and which
+configuration changes a resume accepts (:mod:`agekit.science`).
 
-Longer than the ~400 lines other modules keep to, on purpose: it is one class, :class:`Trainer`,
-and the stop-signal handler its loop installs. The loop's state (step, optimisers, data position,
-RNGs), its checkpoint and resume, and its guards (non-finite terms, signals, other ranks) must agree
-with one another, and reading them side by side is how that is checked.
+Longer than the ~400 lines other modules keep to, on purpose: it is one class, :class:`Trainer`.
+The loop's state (step, optimisers, data position, RNGs), its checkpoint and resume, and where it
+consults the guard, the signals and the other ranks must agree with one another, and reading them
+side by side is how that is checked.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,50 +33,32 @@ from torch.nn.parallel import DistributedDataParallel
 
 from agekit import checkpoint as ckpt
 from agekit import distributed
-from agekit.atomic import write_atomic
 from agekit.config import ExperimentConfig, config_to_dict, reference_adversary_threshold
-from agekit.datasets.stream import BatchStream, test_batch, test_batch_conditioned
-from agekit.game import AGEGame, RegressionObjective
+from agekit.datasets.stream import BatchStream
+from agekit.game import AdaptiveAdversaryWeight, AGEGame, RegressionObjective
+from agekit.guard import NonFiniteGuard, TrainingDiverged
 from agekit.model import DeviceUnavailable, build_model, resolve_device
-from agekit.progress import TensorBoardLog, plain_every, training_progress
+from agekit.progress import (
+    TensorBoardLog,
+    append_record,
+    plain_every,
+    training_progress,
+    truncate_records,
+)
 from agekit.science import resume_refusal
 from agekit.signals import StopSignals, TrainingStopSignals
-from agekit.visual import save_pairs_grid, save_samples
+from agekit.snapshots import write_snapshots
 
 #: Notes for the person running the trainer (a resume that fell back, a torn log line dropped);
 #: ``agekit train`` prints them, other programs see them through :mod:`logging`.
 log = logging.getLogger(__name__)
 
-
-class TrainingDiverged(RuntimeError):
-    """A term of the game became NaN or inf."""
+#: TrainingDiverged is raised from here for callers (``agekit.trainer.TrainingDiverged``).
+__all__ = ["Callback", "TrainResult", "Trainer", "TrainingDiverged"]
 
 
 class Callback(Protocol):
     def __call__(self, event: str, trainer: Trainer, record: dict[str, Any]) -> None: ...
-
-
-class AdaptiveAdversaryWeight:
-    """The reference code's adaptive weight on D(e(g(z))) in the encoder step (see config)."""
-
-    def __init__(
-        self,
-        increase: float,
-        decrease: float,
-        threshold: float,
-        initial: float,
-        maximum: float | None = None,
-    ) -> None:
-        self.increase, self.decrease, self.threshold = increase, decrease, threshold
-        self.maximum = math.inf if maximum is None else maximum
-        self.weight = initial
-
-    def update(self, kl_real: float, kl_fake: float, lr_ratio: float) -> float:
-        if kl_real > self.threshold or kl_fake > self.threshold:
-            self.weight = max(0.0, self.weight - self.decrease * lr_ratio)
-        else:
-            self.weight = min(self.maximum, self.weight + self.increase * lr_ratio)
-        return self.weight
 
 
 @dataclass
@@ -162,8 +146,12 @@ class Trainer:
         #: networks: built once, on the first step (:meth:`_wrapped`).
         self._game: AGEGame | None = None
         self._regression: RegressionObjective | None = None
-        #: The divergence terms of the step in progress (named when their codes are not finite).
-        self._divergence_terms = ""
+        self.guard = NonFiniteGuard(
+            {"encoder": self.encoder, "generator": self.generator},
+            self.checkpoint_dir,
+            self.device,
+            multi_process=self.dist is not None,
+        )
         self._tensorboard = TensorBoardLog(self.run_dir / "tensorboard")
         #: The signal (SIGTERM, SIGINT) that stopped the last ``fit(handle_signals=True)``, if any.
         self.interrupted_by: int | None = None
@@ -263,24 +251,8 @@ class Trainer:
         return True
 
     def _truncate_metrics(self, step: int) -> None:
-        """Drop log records written after the checkpoint we resumed from (they will be redone),
-        and lines that are not JSON records: the torn last line of a crash or a full disk."""
-        if not self.metrics_path.exists():
-            return
-        kept: list[str] = []
-        torn = 0
-        for line in self.metrics_path.read_text(errors="replace").splitlines():
-            if not line.strip("\x00 \t\r"):
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                record = None
-            if not isinstance(record, dict):
-                torn += 1
-                continue
-            if record.get("step", 0) <= step:
-                kept.append(line)
+        """Drop log records after ``step`` (they will be redone) and torn lines."""
+        torn = truncate_records(self.metrics_path, step)
         if torn:
             log.warning(
                 "%s: dropped %d unreadable line%s (torn by a crash or a full disk)",
@@ -288,8 +260,6 @@ class Trainer:
                 torn,
                 "" if torn == 1 else "s",
             )
-        text = "".join(line + "\n" for line in kept)
-        write_atomic(self.metrics_path, lambda handle: handle.write(text.encode()))
 
     # the loop -------------------------------------------------------------------------------------
     def _budget_steps(self) -> int | None:
@@ -339,7 +309,7 @@ class Trainer:
             generator,  # type: ignore[arg-type]
             trained_encoder=train_encoder,
             trained_generator=train_generator,
-            gather=self._finite_codes(gather),
+            gather=self.guard.codes_hook(gather),
         )
         if self.model.regression is not None:
             self._regression = RegressionObjective(
@@ -372,6 +342,7 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         """One iteration: an encoder update, then ``gen_steps_per_encoder_step`` generator ones."""
         game, regression = self._wrapped()
+        self.guard.step = self.step + 1  # NaN or inf in a term or a code stop the run, named
         batch = self.local_batch
         # condition is None for unconditional data, and then every call below is the same as
         # without it. For conditional data the divergences still see the whole batch of codes
@@ -387,12 +358,12 @@ class Trainer:
 
         self.encoder.requires_grad_(True)
         self.generator.requires_grad_(False)
-        self._divergence_terms = "kl_fake_enc, kl_real"
+        self.guard.phase_terms = "kl_fake_enc, kl_real"
         with self._autocast():
             enc = game.encoder_step(
                 x, self._sample_z(batch), condition=condition, adversary_weight=adversary_weight
             )
-        self._guard(enc.terms | {"encoder_loss": enc.loss})
+        self.guard.check_terms(enc.terms | {"encoder_loss": enc.loss})
         self.opt_encoder.zero_grad(set_to_none=True)
         enc.loss.backward()
         self.opt_encoder.step()
@@ -402,10 +373,10 @@ class Trainer:
         gen_terms: dict[str, Tensor] = {}
         for _ in range(self.config.game.gen_steps_per_encoder_step):
             real = x if self.config.game.generator_data_weight > 0 else None
-            self._divergence_terms = "kl_fake"
+            self.guard.phase_terms = "kl_fake"
             with self._autocast():
                 gen = game.generator_step(self._sample_z(batch), real, condition=condition)
-            self._guard(gen.terms | {"generator_loss": gen.loss})
+            self.guard.check_terms(gen.terms | {"generator_loss": gen.loss})
             self.opt_generator.zero_grad(set_to_none=True)
             gen.loss.backward()
             self.opt_generator.step()
@@ -432,7 +403,7 @@ class Trainer:
         self.generator.requires_grad_(True)
         with self._autocast():
             step = objective.generator_step(self._sample_z(self.local_batch), x, condition)
-        self._guard(step.terms | {"generator_loss": step.loss})
+        self.guard.check_terms(step.terms | {"generator_loss": step.loss})
         self.opt_generator.zero_grad(set_to_none=True)
         step.loss.backward()
         self.opt_generator.step()
@@ -441,63 +412,6 @@ class Trainer:
             means = distributed.mean_over_ranks(torch.stack([t.detach() for t in terms.values()]))
             terms = dict(zip(terms, means, strict=True))
         return {key: float(value.detach()) for key, value in terms.items()}
-
-    def _finite_codes(
-        self, gather: Callable[[Tensor], Tensor] | None
-    ) -> Callable[[Tensor], Tensor]:
-        """The game's ``gather`` hook (codes on their way to the divergence), stopping the run
-        with :class:`TrainingDiverged` when they hold NaN or inf.
-
-        The divergence would otherwise reject them with its own input check (codes off the
-        prior's support) before the terms reach :meth:`_guard`, and the user must read the
-        guard's message (step, term, last good checkpoint). Gathered codes are the same on every
-        rank; local ones (``distributed.divergence = "per-rank"``) are compared over the ranks,
-        so that every rank stops at this same call instead of waiting in the next collective.
-        """
-        per_rank = self.dist is not None and gather is None
-
-        def checked(codes: Tensor) -> Tensor:
-            if gather is not None:
-                codes = gather(codes)
-            bad = not bool(torch.isfinite(codes.detach()).all())
-            if per_rank:
-                bad = distributed.any_rank(bad, self.device)
-            if bad:
-                raise self._diverged(f"the codes entering {self._divergence_terms}")
-            return codes
-
-        return checked
-
-    def _diverged(self, where: str) -> TrainingDiverged:
-        """The error of a step that produced NaN or inf in ``where``, naming non-finite weights."""
-        bad = [
-            f"{role}.{name}"
-            for role, net in (("encoder", self.encoder), ("generator", self.generator))
-            for name, value in net.state_dict().items()
-            if value.is_floating_point() and not bool(torch.isfinite(value).all())
-        ]
-        weights = ""
-        if bad:
-            more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-            weights = f" (non-finite weights: {', '.join(bad[:3])}{more})"
-        return TrainingDiverged(
-            f"step {self.step + 1}: non-finite value in {where}{weights}; training stopped, "
-            + self._last_good()
-        )
-
-    def _last_good(self) -> str:
-        last = ckpt.latest(self.checkpoint_dir)
-        return f"the last good checkpoint is {last}" if last else "no checkpoint had been written"
-
-    def _guard(self, terms: dict[str, Tensor]) -> None:
-        values = torch.stack([t.detach().float() for t in terms.values()])
-        if self.dist is not None:
-            # A NaN on one rank must stop every rank, or the others hang in the next collective.
-            values = distributed.mean_over_ranks(values)
-        if bool(torch.isfinite(values).all()):
-            return
-        bad = [name for name, t in zip(terms, values, strict=True) if not bool(torch.isfinite(t))]
-        raise self._diverged(", ".join(bad))
 
     def fit(self, resume: bool = False, handle_signals: bool = False) -> TrainResult:
         """Train until the budget is spent; ``resume`` continues from the newest checkpoint.
@@ -617,9 +531,7 @@ class Trainer:
 
     # outputs --------------------------------------------------------------------------------------
     def _log(self, entry: dict[str, Any]) -> None:
-        self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.metrics_path.open("a") as handle:
-            handle.write(json.dumps(entry) + "\n")
+        append_record(self.metrics_path, entry)
         self._tensorboard.add(entry)
         self._emit("log", entry)
 
@@ -627,43 +539,13 @@ class Trainer:
         for callback in self.callbacks:
             callback(event, self, record)
 
-    @torch.no_grad()
     def write_images(self) -> None:
-        folder = self.run_dir / "images"
-        tag = f"{self.step:08d}"
-        modes = (self.encoder.training, self.generator.training)
-        self.encoder.eval()
-        self.generator.eval()
-        data = self.model.data
-        try:
-            if data.condition_shape is not None:
-                self._write_conditional_images(folder, tag)
-                return
-            samples = self.generator(self.fixed_z)
-            save_samples(samples, folder / f"samples_{tag}.png", self.model.data)
-            test = test_batch(self.model.data, self.config.train.grid_size).to(self.device)
-            recon = self.generator(self.encoder(test))
-            save_pairs_grid(test, recon, folder / f"reconstructions_{tag}.png", self.model.data)
-        finally:
-            self.encoder.train(modes[0])
-            self.generator.train(modes[1])
-
-    def _write_conditional_images(self, folder: Path, tag: str) -> None:
-        """Samples: k test conditions x k fixed codes (one row per condition, so a row shows how
-        much z changes the output); reconstructions: test x beside g(e(x | c) | c). Drawn through
-        ``data.display`` (RGB for colorization)."""
-        data = self.model.data
-        grid = self.config.train.grid_size
-        k = max(1, round(grid**0.5))
-        x, condition = test_batch_conditioned(data, grid, seed=0)
-        x, condition = x.to(self.device), condition.to(self.device)
-        rows = condition[:k].repeat_interleave(k, dim=0)  # k <= grid = len(fixed_z)
-        samples = self.generator(self.fixed_z[:k].repeat(k, 1), rows)
-        save_samples(data.display(samples, rows), folder / f"samples_{tag}.png", data)
-        recon = self.generator(self.encoder(x, condition), condition)
-        save_pairs_grid(
-            data.display(x, condition),
-            data.display(recon, condition),
-            folder / f"reconstructions_{tag}.png",
-            data,
+        write_snapshots(
+            self.run_dir / "images",
+            self.step,
+            self.encoder,
+            self.generator,
+            self.model.data,
+            self.fixed_z,
+            self.config.train.grid_size,
         )

@@ -94,3 +94,14 @@ def test_the_bar_keeps_the_step_count_visible_at_80_columns() -> None:
     text = out.getvalue()
     assert "400/4000" in text
     assert format_stats(ENTRY) in text  # the terms on their own row, whole
+
+
+def test_the_training_log_labels_are_the_games_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Defined once, beside the game's terms: progress lines and study figures read that table.
+    from agekit import game
+    from agekit.studies import figures
+
+    assert list(game.TERM_LABELS.values()) == ["KL_real", "KL_fake", "L_X", "L_Z"]
+    monkeypatch.setitem(game.TERM_LABELS, "kl_real", "D(e(x))")
+    assert format_stats(ENTRY).startswith("D(e(x)) 0.612  KL_fake 0.123")
+    assert figures.TERM_LABELS is game.TERM_LABELS

@@ -16,8 +16,9 @@ import torch
 
 from agekit import checkpoint as ckpt
 from agekit.config import ConfigError, parse_config, reference_adversary_threshold
+from agekit.game import AdaptiveAdversaryWeight
 from agekit.model import DeviceUnavailable, resolve_device
-from agekit.trainer import AdaptiveAdversaryWeight, Trainer, TrainingDiverged
+from agekit.trainer import Trainer, TrainingDiverged
 
 TINY: dict[str, Any] = {
     "name": "tiny",

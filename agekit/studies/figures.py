@@ -17,6 +17,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
+from agekit.game import TERM_LABELS
+
 __all__ = ["write_figures"]
 
 
@@ -38,12 +40,7 @@ def write_figures(
     for setting, group in sorted(by_setting.items()):
         cells = sorted({r["cell"] for r in group})
         # Training curves: one panel per term, one line per cell (mean over seeds).
-        terms = [
-            ("kl_real", "KL_real"),
-            ("kl_fake", "KL_fake"),
-            ("data_rec", "L_X"),
-            ("latent_rec", "L_Z"),
-        ]
+        terms = list(TERM_LABELS.items())
         fig = Figure(figsize=(4 * len(terms), 3.2))
         axes = fig.subplots(1, len(terms))
         for cell in cells:

@@ -1,0 +1,74 @@
+"""The images a training run writes as it goes: samples from a fixed z and test reconstructions.
+
+``images/samples_STEP.png`` and ``images/reconstructions_STEP.png`` (odd columns real, even
+columns g(e(x))), drawn with :mod:`agekit.visual`. For conditional data the samples are k test
+conditions x k fixed codes (one row per condition, so a row shows how much z changes the output)
+and everything is drawn through ``data.display`` (RGB for colorization).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from agekit.components import DataSource, Encoder, Generator
+from agekit.datasets.stream import test_batch, test_batch_conditioned
+from agekit.visual import save_pairs_grid, save_samples
+
+__all__ = ["write_snapshots"]
+
+
+@torch.no_grad()
+def write_snapshots(
+    folder: Path,
+    step: int,
+    encoder: Encoder,
+    generator: Generator,
+    data: DataSource,
+    fixed_z: Tensor,
+    grid_size: int,
+) -> None:
+    """Write the step's samples (from ``fixed_z``) and reconstructions of ``grid_size`` test
+    samples into ``folder``, with both networks in eval mode (their modes come back after)."""
+    tag = f"{step:08d}"
+    modes = (encoder.training, generator.training)
+    encoder.eval()
+    generator.eval()
+    device = fixed_z.device
+    try:
+        if data.condition_shape is not None:
+            _write_conditional(folder, tag, encoder, generator, data, fixed_z, grid_size)
+            return
+        save_samples(generator(fixed_z), folder / f"samples_{tag}.png", data)
+        test = test_batch(data, grid_size).to(device)
+        recon = generator(encoder(test))
+        save_pairs_grid(test, recon, folder / f"reconstructions_{tag}.png", data)
+    finally:
+        encoder.train(modes[0])
+        generator.train(modes[1])
+
+
+def _write_conditional(
+    folder: Path,
+    tag: str,
+    encoder: Encoder,
+    generator: Generator,
+    data: DataSource,
+    fixed_z: Tensor,
+    grid_size: int,
+) -> None:
+    k = max(1, round(grid_size**0.5))
+    x, condition = test_batch_conditioned(data, grid_size, seed=0)
+    x, condition = x.to(fixed_z.device), condition.to(fixed_z.device)
+    rows = condition[:k].repeat_interleave(k, dim=0)  # k <= grid_size = len(fixed_z)
+    samples = generator(fixed_z[:k].repeat(k, 1), rows)
+    save_samples(data.display(samples, rows), folder / f"samples_{tag}.png", data)
+    recon = generator(encoder(x, condition), condition)
+    save_pairs_grid(
+        data.display(x, condition),
+        data.display(recon, condition),
+        folder / f"reconstructions_{tag}.png",
+        data,
+    )
