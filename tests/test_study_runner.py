@@ -171,6 +171,11 @@ def test_a_failing_run_does_not_stop_the_others_and_the_report_lists_it(
     report = (out / "report.md").read_text()
     assert "## Failed runs" in report
     assert "- `bad__seed0`: ValueError: inception scores need images" in report
+    # `agekit report` rewrites the same report, failed runs included.
+    (out / "report.md").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.md").read_text() == report
+    capsys.readouterr()
     # Overall progress lines (the output is not a terminal: plain lines), and the summary.
     assert "1/2 runs done, " in stdout and " elapsed, " in stdout
     assert "2/2 runs done (1 failed), " in stdout and "none left" in stdout
@@ -183,6 +188,24 @@ def test_a_failing_run_does_not_stop_the_others_and_the_report_lists_it(
     result = run_study(path, out=out, progress=False)
     assert result.skipped == 1 and result.finished == [] and list(result.failed) == ["bad__seed0"]
     assert (out / "runs" / "good__seed0" / "eval.json").stat().st_mtime_ns == before
+
+
+def test_the_report_of_a_study_where_nothing_finished_lists_its_failed_runs(
+    tmp_path: Path,
+) -> None:
+    from agekit.studies.report import write_report
+
+    for run_id, error in (("a__seed0", "ValueError: boom"), ("dropped__seed0", "OSError: old")):
+        (tmp_path / "runs" / run_id).mkdir(parents=True)
+        (tmp_path / "runs" / run_id / FAILED_FILE).write_text(json.dumps({"error": error}))
+    # Only the runs the study plans now are listed (an axis value removed since is not).
+    (tmp_path / "study.json").write_text(
+        json.dumps({"study": {"name": "broken"}, "runs": ["a__seed0", "b__seed0"]})
+    )
+    assert write_report(tmp_path) == {}
+    report = (tmp_path / "report.md").read_text()
+    assert report.startswith("# Study: broken\n\nNo run finished.\n\n## Failed runs\n")
+    assert "- `a__seed0`: ValueError: boom" in report and "dropped__seed0" not in report
 
 
 def test_a_parallel_study_whose_run_fails_still_reports(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from agekit.atomic import write_json_atomic
 from agekit.components import Direction
 from agekit.registry import REGISTRY, RegistryError
 from agekit.studies.figures import write_figures
+from agekit.studies.runner import FAILED_FILE, recorded_failures
 from agekit.studies.statistics import (
     flatten,
     holm_adjust,
@@ -44,6 +45,9 @@ __all__ = [
 ]
 
 console = Console()
+
+#: The heading of the section listing the runs whose last attempt failed.
+FAILED_HEADING = "## Failed runs"
 
 
 def headline(metrics: Iterable[str] | None = None) -> dict[str, Direction]:
@@ -127,13 +131,22 @@ def _ordered_metrics(summary: dict[str, Any], directions: Mapping[str, Direction
 
 
 def write_report(folder: Path) -> dict[str, Any]:
+    """report.md, summary.json, summary.csv and the figures of what finished, with a section on
+    the planned runs whose last attempt failed (``runs/<run>/failed.json``); the same whether
+    ``agekit run`` or ``agekit report`` writes it. Returns the summary, {} when nothing finished."""
     folder = Path(folder)
     records = load_records(folder)
     study = (
         json.loads((folder / "study.json").read_text()) if (folder / "study.json").exists() else {}
     )
+    failed = _failures(folder, study)
     if not records:
         console.print(f"[yellow]no evaluated runs in {folder / 'runs'} yet[/yellow]")
+        if failed:
+            name = study.get("study", {}).get("name", folder.name)
+            text = "\n".join([f"# Study: {name}", "", "No run finished.", "", *failed])
+            (folder / "report.md").write_text(text)
+            console.print(f"report: {folder / 'report.md'}", highlight=False, soft_wrap=True)
         return {}
     directions = headline(metric for record in records for metric in record["metrics"])
     summary = summarise(records, directions)
@@ -144,10 +157,35 @@ def write_report(folder: Path) -> dict[str, Any]:
     write_json_atomic(_json_safe(summary), folder / "summary.json")
     _write_csv(summary, folder / "summary.csv")
     figures = write_figures(folder, records, summary, _summary_headline(summary))
-    (folder / "report.md").write_text(_markdown(summary, records, figures, folder, study))
+    text = _markdown(summary, records, figures, folder, study)
+    (folder / "report.md").write_text(
+        "\n".join([text.rstrip("\n"), "", *failed]) if failed else text
+    )
     _print_table(summary, folder / "report.md")
     console.print(f"report: {folder / 'report.md'}")
     return summary
+
+
+def _failures(folder: Path, study: dict[str, Any]) -> list[str]:
+    """The report's "Failed runs" section (its lines, ending with an empty one), or [] when no
+    planned run failed. Planned: the runs study.json lists (all recorded ones without it)."""
+    failed = recorded_failures(folder)
+    planned = study.get("runs")
+    if isinstance(planned, list):
+        failed = {run_id: reason for run_id, reason in failed.items() if run_id in planned}
+    if not failed:
+        return []
+    several = len(failed) > 1
+    lines = [
+        FAILED_HEADING,
+        "",
+        f"{len(failed)} run{'s' if several else ''} failed; the report above leaves "
+        f"{'them' if several else 'it'} out. Each error with its traceback is in "
+        f"`runs/<run>/{FAILED_FILE}`, the training log in `runs/<run>/metrics.jsonl`; running "
+        "the study again retries them (an interrupted training resumes from its checkpoint).",
+        "",
+    ]
+    return [*lines, *(f"- `{run_id}`: {reason}" for run_id, reason in failed.items()), ""]
 
 
 def _json_safe(value: Any) -> Any:

@@ -305,7 +305,7 @@ def run_study(
         else:
             _run_sequential(folder, pending, spec.eval_seed, overall, result, progress, signals)
     if report:
-        _write_report(folder, spec, runs)
+        _write_report(folder)
     _print_closing(spec, overall, result)
     return result
 
@@ -553,35 +553,11 @@ def _short_summary(record: dict[str, Any]) -> str:
     return f"{record['run_id']}: " + ", ".join(parts)
 
 
-FAILED_HEADING = "## Failed runs"
-
-
-def _write_report(folder: Path, spec: StudySpec, runs: Sequence[PlannedRun]) -> None:
-    """The report of what finished, with a section on the runs that failed (if any)."""
+def _write_report(folder: Path) -> None:
+    """The report of what finished; it lists the runs that failed itself."""
     from agekit.studies.report import write_report
 
     write_report(folder)
-    planned = {run.run_id for run in runs}
-    failed = {k: v for k, v in recorded_failures(folder).items() if k in planned}
-    if not failed:
-        return
-    path = folder / "report.md"
-    text = path.read_text() if path.exists() else f"# Study: {spec.name}\n\nNo run finished.\n"
-    if FAILED_HEADING in text:  # the report lists them itself
-        return
-    lines = [
-        FAILED_HEADING,
-        "",
-        f"{len(failed)} run{'s' if len(failed) > 1 else ''} failed; the report above leaves "
-        f"{'them' if len(failed) > 1 else 'it'} out. Each error with its traceback is in "
-        f"`runs/<run>/{FAILED_FILE}`, the training log in `runs/<run>/metrics.jsonl`; running "
-        "the study again retries them (an interrupted training resumes from its checkpoint).",
-        "",
-    ]
-    lines += [f"- `{run_id}`: {reason}" for run_id, reason in failed.items()]
-    path.write_text(text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n")
-    if not (folder / "summary.json").exists():
-        console.print(f"report: {path}", highlight=False, soft_wrap=True)
 
 
 def _print_closing(spec: StudySpec, overall: _Overall, result: StudyResult) -> None:
