@@ -48,3 +48,17 @@ def test_gpu_benchmark_refuses_clearly_without_cuda(
         runpy.run_path(str(GPU_SCRIPT), run_name="__main__")
     assert exit_info.value.code == 2
     assert "needs a CUDA device" in capsys.readouterr().err
+
+
+def test_knn_gradient_benchmark_quick_mode_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "knn_gradient.py"
+    monkeypatch.setattr(sys, "argv", ["knn_gradient.py", "--quick"])
+    previous = torch.get_num_threads()
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        torch.set_num_threads(previous)
+    out = capsys.readouterr().out
+    assert "4 near" in out and "cos(knn, gauss)" in out
