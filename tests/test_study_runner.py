@@ -18,7 +18,8 @@ import pytest
 from agekit.cli import main
 from agekit.config import ConfigError, ExperimentConfig, config_to_dict
 from agekit.science import science_differences
-from agekit.studies.runner import FAILED_FILE, run_study
+from agekit.studies.layout import FAILED_FILE
+from agekit.studies.runner import run_study
 from agekit.studies.spec import load_study, plan
 
 BASE = """
@@ -253,7 +254,7 @@ def test_a_moved_study_folder_stays_complete(
     changed = path.read_text().replace("hidden = 16", "hidden = 8")
     path.write_text(changed)
     spec, source = load_study(path)
-    from agekit.studies.runner import is_complete
+    from agekit.studies.layout import is_complete
 
     assert not is_complete(Path("moved"), plan(spec, str(source), Path("moved"))[0])
 
@@ -349,7 +350,8 @@ def test_ctrl_c_stops_a_parallel_study_after_each_run_checkpoints(tmp_path: Path
 
 
 def test_a_run_process_killed_before_it_could_say_why_is_still_listed(tmp_path: Path) -> None:
-    from agekit.studies.runner import _Child, _child_failure, recorded_failures
+    from agekit.studies.failures import recorded_failures
+    from agekit.studies.parallel import _Child, _child_failure
 
     path = _study(tmp_path, FAILING)
     out = tmp_path / "out"

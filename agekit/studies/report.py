@@ -21,8 +21,9 @@ from rich.table import Table
 from agekit.atomic import write_json_atomic
 from agekit.components import Direction
 from agekit.registry import REGISTRY, RegistryError
+from agekit.studies.failures import recorded_failures
 from agekit.studies.figures import write_figures
-from agekit.studies.runner import FAILED_FILE, recorded_failures
+from agekit.studies.layout import FAILED_FILE
 from agekit.studies.statistics import (
     flatten,
     holm_adjust,

@@ -1,0 +1,131 @@
+"""What a study prints while it runs: overall progress (runs done of the total, elapsed time, an
+estimate), each run's one-line summary, the live view of a parallel study and the closing lines."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from agekit.studies.layout import FAILED_FILE
+
+if TYPE_CHECKING:
+    from agekit.studies.runner import StudyResult
+    from agekit.studies.spec import StudySpec
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def clock(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class Overall:
+    """Runs done of the total, time elapsed and an estimate of the time left."""
+
+    def __init__(self, total: int, skipped: int) -> None:
+        self.total = total
+        self.skipped = skipped
+        self.done = 0  # this session, finished or failed
+        self.failed = 0
+        self.started = time.monotonic()
+
+    def finish(self, failed: bool = False) -> None:
+        self.done += 1
+        self.failed += int(failed)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def estimate(self) -> str:
+        left = self.total - self.skipped - self.done
+        if left <= 0:
+            return "none left"
+        if self.done == 0:
+            return "estimate after the first run"
+        return f"about {clock(self.elapsed / self.done * left)} left"
+
+    def line(self) -> str:
+        failed = f" ({self.failed} failed)" if self.failed else ""
+        return (
+            f"{self.skipped + self.done}/{self.total} runs done{failed}, "
+            f"{clock(self.elapsed)} elapsed, {self.estimate()}"
+        )
+
+
+@contextlib.contextmanager
+def parallel_view(progress: bool, overall: Overall) -> Iterator[Callable[[str | None], None]]:
+    """``show(message)``: on a terminal, a live line of overall progress under the messages;
+    otherwise each message followed by a plain progress line. ``show(None)`` refreshes the
+    live line."""
+    if progress and console.is_terminal:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        view = Progress(
+            TextColumn("[bold]study"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[timing]}"),
+            console=console,
+        )
+        with view:
+            task = view.add_task("study", total=overall.total, completed=overall.skipped, timing="")
+
+            def show(message: str | None) -> None:
+                if message is not None:
+                    view.console.print(escape(message), soft_wrap=True, highlight=False)
+                view.update(
+                    task,
+                    completed=overall.skipped + overall.done,
+                    timing=f"{clock(overall.elapsed)} elapsed, {overall.estimate()}",
+                )
+
+            yield show
+        return
+
+    def plain(message: str | None) -> None:
+        if message is None:
+            return
+        console.print(message, highlight=False, markup=False, soft_wrap=True)
+        if not message.startswith("started "):
+            console.print(overall.line(), highlight=False, markup=False, soft_wrap=True)
+
+    yield plain
+
+
+def short_summary(record: dict[str, Any]) -> str:
+    from agekit.studies.report import HEADLINE, flatten
+
+    values = flatten(record)
+    parts = [f"{key.split('.', 1)[1]} {values[key]:.4g}" for key in HEADLINE if key in values]
+    return f"{record['run_id']}: " + ", ".join(parts)
+
+
+def print_closing(spec: StudySpec, overall: Overall, result: StudyResult) -> None:
+    done = result.skipped + len(result.finished)
+    console.print(
+        f"{spec.name}: {done} of {result.selected} runs complete "
+        f"({len(result.finished)} this time, {result.skipped} before), "
+        f"{len(result.failed)} failed, {clock(overall.elapsed)} elapsed",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    if result.failed:
+        console.print(
+            f"failed runs (error and traceback in {result.folder / 'runs'}/<run>/{FAILED_FILE}):",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+        for run_id, reason in result.failed.items():
+            console.print(
+                f"  {run_id}\n    {reason}", highlight=False, markup=False, soft_wrap=True
+            )
