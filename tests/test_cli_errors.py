@@ -115,6 +115,18 @@ def _file(name: str, content: bytes) -> Setup:
     return setup
 
 
+def _study_folder(damaged: str) -> Setup:
+    """``agekit report`` on a study folder whose ``damaged`` file (relative to it) is torn."""
+
+    def setup(tmp: Path, mp: pytest.MonkeyPatch, run: Path) -> list[str]:
+        folder = tmp / "study"
+        (folder / "runs" / "a__seed0").mkdir(parents=True)
+        (folder / damaged).write_text('{"run_id": "a__seed0", "metr')
+        return ["report", str(folder)]
+
+    return setup
+
+
 class _NotAllowed:
     pass
 
@@ -194,6 +206,16 @@ CASES = [
         "pickled-object-checkpoint",
         _file("object.pt", pickle.dumps({"format": 1, "x": _NotAllowed()})),
         "object.pt: not a readable agekit checkpoint",
+    ),
+    Case(
+        "corrupt-eval-json-in-report",
+        _study_folder("runs/a__seed0/eval.json"),
+        "{tmp}/study/runs/a__seed0/eval.json: not valid JSON",
+    ),
+    Case(
+        "corrupt-study-json-in-report",
+        _study_folder("study.json"),
+        "{tmp}/study/study.json: not valid JSON",
     ),
 ]
 

@@ -37,6 +37,7 @@ KNOWN_ERRORS = (
     ("agekit.components", "ComponentInputError"),
     ("agekit.inference", "InferenceError"),
     ("agekit.datasets.local", "UnreadableImageError"),
+    ("agekit.studies.report", "ReportError"),
 )
 
 

@@ -35,6 +35,7 @@ from agekit.studies.statistics import (
 #: Re-exported for callers of the report module (the study runner reads ``flatten``).
 __all__ = [
     "HEADLINE",
+    "ReportError",
     "flatten",
     "headline",
     "holm_adjust",
@@ -104,11 +105,35 @@ def _summary_headline(summary: dict[str, Any]) -> dict[str, Direction]:
     )
 
 
+class ReportError(ValueError):
+    """A file the report reads is damaged; the message names it."""
+
+
+def _read_object(path: Path, remedy: str) -> dict[str, Any]:
+    """The JSON object in ``path``; ReportError naming the file when it is not one."""
+    try:
+        value = json.loads(path.read_text())
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+        raise ReportError(f"{path}: not valid JSON ({exc}); {remedy}") from None
+    if not isinstance(value, dict):
+        raise ReportError(f"{path}: expected a JSON object, found {type(value).__name__}; {remedy}")
+    return value
+
+
 def load_records(folder: Path) -> list[dict[str, Any]]:
-    records = []
-    for path in sorted((folder / "runs").glob("*/eval.json")):
-        records.append(json.loads(path.read_text()))
-    return records
+    """Every run's eval.json; ReportError naming the first damaged one."""
+    return [
+        _read_object(path, "delete it and run the study again to re-evaluate that run")
+        for path in sorted((folder / "runs").glob("*/eval.json"))
+    ]
+
+
+def _load_study(folder: Path) -> dict[str, Any]:
+    """The study.json that ``agekit run`` writes ({} when absent); ReportError when damaged."""
+    path = folder / "study.json"
+    if not path.exists():
+        return {}
+    return _read_object(path, "running the study again (agekit run) writes it anew")
 
 
 def _fmt(value: float) -> str:
@@ -137,9 +162,7 @@ def write_report(folder: Path) -> dict[str, Any]:
     ``agekit run`` or ``agekit report`` writes it. Returns the summary, {} when nothing finished."""
     folder = Path(folder)
     records = load_records(folder)
-    study = (
-        json.loads((folder / "study.json").read_text()) if (folder / "study.json").exists() else {}
-    )
+    study = _load_study(folder)
     failed = _failures(folder, study)
     if not records:
         console.print(f"[yellow]no evaluated runs in {folder / 'runs'} yet[/yellow]")
