@@ -13,6 +13,7 @@ this module.
 from __future__ import annotations
 
 import os
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,26 @@ def saved_config(state: dict[str, Any]) -> dict[str, Any] | None:
         # Checkpoints written before game.objective existed trained the AGE game.
         saved = {**saved, "game": {"objective": "age", **saved["game"]}}
     return saved
+
+
+def rng_state(z_generator: torch.Generator) -> dict[str, Any]:
+    """The random states a checkpoint keeps: torch's (CPU and CUDA), the codes' generator's and
+    Python's."""
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "z": z_generator.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def restore_rng_state(rng: dict[str, Any], z_generator: torch.Generator) -> None:
+    """Set the random states :func:`rng_state` saved."""
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    z_generator.set_state(rng["z"])
+    random.setstate(python_random_state(rng["python"]))
 
 
 def python_random_state(state: Any) -> tuple[Any, ...]:

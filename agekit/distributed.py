@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 
 class DistributedError(RuntimeError):
@@ -111,6 +112,60 @@ def local_batch_size(global_batch: int, world_size: int) -> int:
     return global_batch // world_size
 
 
+def convert_sync_batchnorm(networks: Sequence[nn.Module], device: torch.device) -> None:
+    """``distributed.sync_batchnorm``: the networks' BatchNorm layers normalise over all ranks.
+
+    Converts child BatchNorm layers in place (the backbones' roots are containers), keeping the
+    same Parameter objects, so optimisers built afterwards see them. CUDA only.
+    """
+    if device.type != "cuda":
+        raise DistributedError(
+            "distributed.sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm does "
+            "not run on the CPU); use a backbone without batch norm on the CPU"
+        )
+    for net in networks:
+        converted = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        assert converted is net
+
+
+@dataclass(frozen=True)
+class TrainingNetworks:
+    """The modules one training step calls: the network it updates through its trained version
+    (DDP-wrapped under torchrun, so that backward averages gradients over processes) and the
+    frozen one bare; with ``train.compile`` each is compiled."""
+
+    encoder: nn.Module
+    generator: nn.Module
+    trained_encoder: nn.Module
+    trained_generator: nn.Module
+
+
+def wrap_for_training(
+    encoder: nn.Module,
+    generator: nn.Module,
+    device: torch.device,
+    ddp: bool,
+    compile: bool,
+) -> TrainingNetworks:
+    """Wrap the networks once for training: DDP when ``ddp``, then ``torch.compile`` on every
+    distinct module when ``compile``. In a single process without compile these are the given
+    modules themselves."""
+    train_encoder, train_generator = encoder, generator
+    if ddp:
+        ids = [device.index] if device.type == "cuda" else None
+        train_encoder = DistributedDataParallel(encoder, device_ids=ids)
+        train_generator = DistributedDataParallel(generator, device_ids=ids)
+    if compile:
+        compiled: dict[int, nn.Module] = {}
+        for module in (encoder, generator, train_encoder, train_generator):
+            if id(module) not in compiled:
+                compiled[id(module)] = torch.compile(module)  # type: ignore[assignment]
+        encoder, generator = compiled[id(encoder)], compiled[id(generator)]
+        train_encoder = compiled[id(train_encoder)]
+        train_generator = compiled[id(train_generator)]
+    return TrainingNetworks(encoder, generator, train_encoder, train_generator)
+
+
 def gather_codes(local: Tensor) -> Tensor:
     """All ranks' codes, concatenated in rank order, with gradients flowing back to each rank's
     own slice (summed over the ranks' copies of the loss; see the module docstring)."""
@@ -138,6 +193,20 @@ def mean_over_ranks(values: Tensor) -> Tensor:
     values = values.detach().clone()
     dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values / dist.get_world_size()
+
+
+def mean_terms(terms: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Each term's mean over ranks (detached): the global-batch value of per-sample terms, and
+    the same numbers on every rank."""
+    means = mean_over_ranks(torch.stack([t.detach() for t in terms.values()]))
+    return dict(zip(terms, means, strict=True))
+
+
+def max_over_ranks(value: int, device: torch.device) -> int:
+    """The largest of the ranks' values, on every rank."""
+    tensor = torch.tensor([float(value)], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
 
 
 def any_rank(flag: bool, device: torch.device) -> bool:

@@ -18,9 +18,9 @@ import torch
 
 from agekit import checkpoint as ckpt
 from agekit.components import DataSource, EncoderGenerator, Prior
-from agekit.config import ExperimentConfig, parse_config
+from agekit.config import ExperimentConfig, parse_config, reference_adversary_threshold
 from agekit.filters import low_pass
-from agekit.game import AGEGame, GameWeights, RegressionObjective
+from agekit.game import AdaptiveAdversaryWeight, AGEGame, GameWeights, RegressionObjective
 from agekit.registry import create
 
 __all__ = [
@@ -108,6 +108,17 @@ def build_model(config: ExperimentConfig, device: torch.device) -> Model:
     if config.game.objective == "regression":
         regression = RegressionObjective(pair.generator, game.data_loss)
     return Model(config, prior, data, pair, game, regression)
+
+
+def build_adversary(config: ExperimentConfig) -> AdaptiveAdversaryWeight | None:
+    """The adaptive adversary weight of ``game.adaptive_adversary``; None when it is off."""
+    adaptive = config.game.adaptive_adversary
+    if adaptive is None:
+        return None
+    settings = adaptive.model_dump()
+    if settings["threshold"] is None:  # the config checked that the prior is the sphere
+        settings["threshold"] = reference_adversary_threshold(config.prior.dim)
+    return AdaptiveAdversaryWeight(**settings)
 
 
 def load_trained(path: str | Path, device: str = "auto") -> tuple[Model, dict[str, Any]]:

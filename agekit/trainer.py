@@ -5,8 +5,9 @@ on which device, and what is written to disk. What the loop uses lives elsewhere
 from a configuration (:mod:`agekit.model`), the batches (:mod:`agekit.datasets.stream`),
 checkpoint files (:mod:`agekit.checkpoint`), the progress display, TensorBoard and the training
 log (:mod:`agekit.progress`), the non-finite guard (:mod:`agekit.guard`), the stop signals
-(:mod:`agekit.signals`), the images written as it goes (:mod:`agekit.snapshots`) and which
-configuration changes a resume accepts (:mod:`agekit.science`).
+(:mod:`agekit.signals`), the images written as it goes (:mod:`agekit.snapshots`), which
+configuration changes a resume accepts (:mod:`agekit.science`), and the DDP and compile wrapping,
+synchronised batch norm and collectives (:mod:`agekit.distributed`).
 
 Longer than the ~400 lines other modules keep to, on purpose: it is one class, :class:`Trainer`.
 The loop's state (step, optimisers, data position, RNGs), its checkpoint and resume, and where it
@@ -20,7 +21,6 @@ import contextlib
 import json
 import logging
 import math
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,16 +28,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
+from torch import Tensor
 
 from agekit import checkpoint as ckpt
 from agekit import distributed
-from agekit.config import ExperimentConfig, config_to_dict, reference_adversary_threshold
+from agekit.config import ExperimentConfig, config_to_dict
 from agekit.datasets.stream import BatchStream
-from agekit.game import AdaptiveAdversaryWeight, AGEGame, RegressionObjective
+from agekit.game import AGEGame, RegressionObjective
 from agekit.guard import NonFiniteGuard, TrainingDiverged
-from agekit.model import DeviceUnavailable, build_model, resolve_device
+from agekit.model import DeviceUnavailable, build_adversary, build_model, resolve_device
 from agekit.progress import (
     TensorBoardLog,
     append_record,
@@ -95,18 +94,9 @@ class Trainer:
         #: This process's share of the global ``data.batch_size``.
         self.local_batch = distributed.local_batch_size(config.data.batch_size, self.world_size)
         self.model = build_model(config, self.device)
-        if self.dist is not None:
-            if config.distributed.sync_batchnorm and self.device.type != "cuda":
-                raise distributed.DistributedError(
-                    "distributed.sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm does "
-                    "not run on the CPU); use a backbone without batch norm on the CPU"
-                )
-            if config.distributed.sync_batchnorm:
-                # Converts child BatchNorm layers in place (the backbones' roots are containers),
-                # keeping the same Parameter objects, so optimisers built below see them.
-                for net in (self.model.pair.encoder, self.model.pair.generator):
-                    converted = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-                    assert converted is net
+        if self.dist is not None and config.distributed.sync_batchnorm:
+            pair = self.model.pair
+            distributed.convert_sync_batchnorm((pair.encoder, pair.generator), self.device)
         self.encoder = self.model.pair.encoder
         self.generator = self.model.pair.generator
         t = config.train
@@ -130,13 +120,7 @@ class Trainer:
             world_size=self.world_size,
         )
         self.z_generator = torch.Generator().manual_seed(t.seed + 2)
-        adaptive = config.game.adaptive_adversary
-        self.adversary = None
-        if adaptive is not None:
-            settings = adaptive.model_dump()
-            if settings["threshold"] is None:  # the config checked that the prior is the sphere
-                settings["threshold"] = reference_adversary_threshold(config.prior.dim)
-            self.adversary = AdaptiveAdversaryWeight(**settings)
+        self.adversary = build_adversary(config)
         self.step = 0
         self.elapsed = 0.0
         self.lr_scale = 1.0
@@ -179,12 +163,7 @@ class Trainer:
             "opt_generator": self.opt_generator.state_dict(),
             "adversary_weight": self.adversary.weight if self.adversary else None,
             "stream": self.stream.state_dict(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "z": self.z_generator.get_state(),
-                "python": random.getstate(),
-            },
+            "rng": ckpt.rng_state(self.z_generator),
             "config": config_to_dict(self.config),
         }
 
@@ -199,12 +178,7 @@ class Trainer:
         if self.adversary is not None and state["adversary_weight"] is not None:
             self.adversary.weight = float(state["adversary_weight"])
         self.stream.load_state_dict(state["stream"])
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        self.z_generator.set_state(rng["z"])
-        random.setstate(ckpt.python_random_state(rng["python"]))
+        ckpt.restore_rng_state(state["rng"], self.z_generator)
 
     def save_checkpoint(self) -> Path:
         path = self.checkpoint_dir / f"step_{self.step:08d}.pt"
@@ -279,41 +253,32 @@ class Trainer:
     def _wrapped(self) -> tuple[AGEGame, RegressionObjective | None]:
         """The game (and the regression objective) on this trainer's wrapped networks.
 
-        Each step calls the network it updates through its DDP wrapper (whose backward averages
-        gradients over processes) and the frozen one bare; with ``train.compile`` every module is
-        compiled once. In a single process without compile these are the model's own modules.
-        Built on the first step, so that whatever a caller does to the modules after construction
+        The wrapping (DDP, compile) is :func:`agekit.distributed.wrap_for_training`'s. Built on
+        the first step, so that whatever a caller does to the modules after construction
         (loading a checkpoint, changing dtype) happens before DDP registers its buckets.
         """
         if self._game is not None:
             return self._game, self._regression
-        encoder: nn.Module = self.encoder
-        generator: nn.Module = self.generator
-        train_encoder, train_generator = encoder, generator
+        nets = distributed.wrap_for_training(
+            self.encoder,
+            self.generator,
+            self.device,
+            ddp=self.dist is not None,
+            compile=self.config.train.compile,
+        )
         gather = None
         if self.dist is not None:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            train_encoder = DistributedDataParallel(encoder, device_ids=ids)
-            train_generator = DistributedDataParallel(generator, device_ids=ids)
             gather = distributed.code_gatherer(self.config.distributed.divergence)
-        if self.config.train.compile:
-            compiled: dict[int, nn.Module] = {}
-            for module in (encoder, generator, train_encoder, train_generator):
-                if id(module) not in compiled:
-                    compiled[id(module)] = torch.compile(module)  # type: ignore[assignment]
-            encoder, generator = compiled[id(encoder)], compiled[id(generator)]
-            train_encoder = compiled[id(train_encoder)]
-            train_generator = compiled[id(train_generator)]
         self._game = self.model.game.with_networks(
-            encoder,  # type: ignore[arg-type]  # the model's encoder, perhaps compiled
-            generator,  # type: ignore[arg-type]
-            trained_encoder=train_encoder,
-            trained_generator=train_generator,
+            nets.encoder,  # type: ignore[arg-type]  # the model's encoder, perhaps compiled
+            nets.generator,  # type: ignore[arg-type]
+            trained_encoder=nets.trained_encoder,
+            trained_generator=nets.trained_generator,
             gather=self.guard.codes_hook(gather),
         )
         if self.model.regression is not None:
             self._regression = RegressionObjective(
-                train_generator,  # type: ignore[arg-type]
+                nets.trained_generator,  # type: ignore[arg-type]
                 self.model.regression.data_loss,
             )
         return self._game, self._regression
@@ -386,10 +351,8 @@ class Trainer:
 
         terms = enc.terms | gen_terms
         if self.dist is not None:
-            # Mean over ranks: the global-batch value of per-sample terms, and the same numbers on
-            # every rank, so the adaptive adversary stays identical everywhere.
-            means = distributed.mean_over_ranks(torch.stack([t.detach() for t in terms.values()]))
-            terms = dict(zip(terms, means, strict=True))
+            # The same numbers on every rank, so the adaptive adversary stays identical everywhere.
+            terms = distributed.mean_terms(terms)
         record = {key: float(value.detach()) for key, value in terms.items()}
         record["adversary_weight"] = adversary_weight
         if self.adversary is not None:
@@ -409,8 +372,7 @@ class Trainer:
         self.opt_generator.step()
         terms = step.terms
         if self.dist is not None:
-            means = distributed.mean_over_ranks(torch.stack([t.detach() for t in terms.values()]))
-            terms = dict(zip(terms, means, strict=True))
+            terms = distributed.mean_terms(terms)
         return {key: float(value.detach()) for key, value in terms.items()}
 
     def fit(self, resume: bool = False, handle_signals: bool = False) -> TrainResult:
@@ -522,9 +484,7 @@ class Trainer:
         at the same step, or the others wait forever in the next collective)."""
         received = signals.received or 0
         if self.dist is not None:
-            value = torch.tensor([float(received)], device=self.device)
-            torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
-            received = int(value.item())
+            received = distributed.max_over_ranks(received, self.device)
         if received:
             self.interrupted_by = received
         return bool(received)
