@@ -2,6 +2,9 @@
 
 A TOML file is validated completely, component names and options included, before any work
 starts; an error names the file, the key and what was expected.
+
+One module although just over ~400 lines: it holds every model of one file format (an experiment
+configuration) with its loader, so the format can be read in one place.
 """
 
 from __future__ import annotations
