@@ -36,7 +36,7 @@ KNOWN_ERRORS = (
     ("agekit.distributed", "DistributedError"),
     ("agekit.components", "ComponentInputError"),
     ("agekit.inference", "InferenceError"),
-    ("agekit.datasets.local", "UnreadableImageError"),
+    ("agekit.datasets.folders", "UnreadableImageError"),
     ("agekit.studies.report", "ReportError"),
 )
 

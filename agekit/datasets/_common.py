@@ -170,3 +170,9 @@ def list_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def root_path(root: str) -> Path:
+    if not isinstance(root, str | Path) or not str(root).strip():
+        raise ValueError(f"root must be a non-empty path, got {root!r}")
+    return Path(root).expanduser()
