@@ -259,6 +259,18 @@ def test_a_moved_study_folder_stays_complete(
     assert not is_complete(Path("moved"), plan(spec, str(source), Path("moved"))[0])
 
 
+def test_a_complete_run_sheds_an_older_failure_record(tmp_path: Path) -> None:
+    # A crash after eval.json was written leaves both files; the run is complete, not failed.
+    path = _study(tmp_path, ONE_RUN)
+    run_study(path, out=tmp_path / "study", progress=False)
+    stale = tmp_path / "study" / "runs" / "ring__seed0" / FAILED_FILE
+    stale.write_text(json.dumps({"error": "crashed after its evaluation"}))
+    result = run_study(path, out=tmp_path / "study", progress=False)
+    assert result.skipped == 1 and not result.failed
+    assert not stale.exists()
+    assert "crashed after its evaluation" not in (tmp_path / "study" / "report.md").read_text()
+
+
 def test_an_interrupted_run_in_a_moved_study_folder_resumes(tmp_path: Path) -> None:
     from agekit.trainer import Trainer
 

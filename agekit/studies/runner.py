@@ -156,6 +156,11 @@ def run_study(
         folder / "study.json",
     )
     pending = [r for r in selected if not is_complete(folder, r)]
+    for run in selected:
+        if run not in pending:
+            # Scored with this science: an older failure record (say, of a crash after the
+            # evaluation was written) no longer describes the run.
+            (run_dir(folder, run) / FAILED_FILE).unlink(missing_ok=True)
     result = StudyResult(folder, len(selected), len(selected) - len(pending))
     console.print(
         f"[bold]{escape(spec.name)}[/bold]: {len(runs)} runs planned, {len(selected)} selected, "
