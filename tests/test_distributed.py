@@ -122,32 +122,34 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def runs(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[dict[str, Any], list[dict[str, Any]], Path]:
-    out = tmp_path_factory.mktemp("ddp")
+def start_workers(command: list[str], world: int = WORLD) -> list[subprocess.Popen[str]]:
+    """``world`` processes running ``command``, environment as torchrun sets it, one thread each."""
     port = _free_port()
     procs = []
-    for rank in range(WORLD):
+    for rank in range(world):
         env = {
             **os.environ,
             "RANK": str(rank),
             "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(WORLD),
+            "WORLD_SIZE": str(world),
             "MASTER_ADDR": "127.0.0.1",
             "MASTER_PORT": str(port),
             "OMP_NUM_THREADS": "1",
         }
         procs.append(
             subprocess.Popen(
-                [sys.executable, __file__, str(out)],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
+                command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
             )
         )
+    return procs
+
+
+@pytest.fixture(scope="module")
+def runs(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[dict[str, Any], list[dict[str, Any]], Path]:
+    out = tmp_path_factory.mktemp("ddp")
+    procs = start_workers([sys.executable, __file__, str(out)])
     # The single-process reference runs here while the workers run (a group of one is not
     # created: this process has no WORLD_SIZE).
     previous = torch.get_default_dtype()
@@ -250,24 +252,8 @@ def test_per_rank_divergence_nan_on_one_rank_stops_every_rank(tmp_path: Path) ->
     # With distributed.divergence = "per-rank" each rank checks its own codes; rank 1's NaN must
     # stop rank 0 too (at the same call), not leave it waiting in DDP's gradient all-reduce.
     raw = _raw("gaussian-kl", steps=10) | {"distributed": {"divergence": "per-rank"}}
-    port = _free_port()
-    procs = []
-    for rank in range(WORLD):
-        env = {
-            **os.environ,
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(WORLD),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "OMP_NUM_THREADS": "1",
-        }
-        command = [sys.executable, "-c", _DIVERGING_RANK, json.dumps(raw), str(tmp_path / "run")]
-        procs.append(
-            subprocess.Popen(
-                command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-            )
-        )
+    command = [sys.executable, "-c", _DIVERGING_RANK, json.dumps(raw), str(tmp_path / "run")]
+    procs = start_workers(command)
     try:
         logs = [proc.communicate(timeout=60)[0] for proc in procs]
     except subprocess.TimeoutExpired:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from test_distributed import start_workers  # the tests folder is on sys.path in both roles
 from torch import Tensor, nn
 
 WORLD = 2
@@ -161,36 +161,10 @@ def _worker(out: Path) -> None:
     distributed.shutdown()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     out = tmp_path_factory.mktemp("ddp-bn")
-    port = _free_port()
-    procs = []
-    for rank in range(WORLD):
-        env = {
-            **os.environ,
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(WORLD),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "OMP_NUM_THREADS": "1",
-        }
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, __file__, str(out)],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
+    procs = start_workers([sys.executable, __file__, str(out)], WORLD)
     # The single-process references run here while the workers run (no WORLD_SIZE here).
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
