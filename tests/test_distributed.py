@@ -23,13 +23,15 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import torch
 
 WORLD = 2
+T = TypeVar("T")
 DIVERGENCES = ("gaussian-kl", "kozachenko-leonenko")
 
 
@@ -144,31 +146,57 @@ def start_workers(command: list[str], world: int = WORLD) -> list[subprocess.Pop
     return procs
 
 
+def run_workers(
+    command: list[str],
+    timeout: float,
+    hung: str,
+    alongside: Callable[[], T],
+    world: int = WORLD,
+) -> tuple[list[str], list[int], T]:
+    """Start the workers, run ``alongside()`` here while they run, then wait for them.
+
+    Returns their logs, their exit codes and what ``alongside`` returned; a worker that outlives
+    ``timeout`` fails the test with ``hung`` and is killed.
+    """
+    procs = start_workers(command, world)
+    try:
+        result = alongside()
+        logs = [proc.communicate(timeout=timeout)[0] for proc in procs]
+    except subprocess.TimeoutExpired:
+        pytest.fail(hung)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return logs, [proc.returncode for proc in procs], result
+
+
+def in_float64(compute: Callable[[], T]) -> T:
+    """``compute()`` with float64 as torch's default dtype, restored afterwards."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        return compute()
+    finally:
+        torch.set_default_dtype(previous)
+
+
 @pytest.fixture(scope="module")
 def runs(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], Path]:
     out = tmp_path_factory.mktemp("ddp")
-    procs = start_workers([sys.executable, __file__, str(out)])
     # The single-process reference runs here while the workers run (a group of one is not
     # created: this process has no WORLD_SIZE).
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    logs = []
-    try:
-        single = _compute(out, "single")
-        for proc in procs:
-            logs.append(proc.communicate(timeout=120)[0])
-    except subprocess.TimeoutExpired:
-        pytest.fail("the DDP workers did not finish in 120 s")
-    finally:
-        torch.set_default_dtype(previous)
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    for proc, log in zip(procs, logs, strict=True):
-        assert proc.returncode == 0, log
+    logs, codes, single = run_workers(
+        [sys.executable, __file__, str(out)],
+        120,
+        "the DDP workers did not finish in 120 s",
+        lambda: in_float64(lambda: _compute(out, "single")),
+    )
+    for code, log in zip(codes, logs, strict=True):
+        assert code == 0, log
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
     return single, ranks, out
 
@@ -255,17 +283,9 @@ def test_per_rank_divergence_nan_on_one_rank_stops_every_rank(tmp_path: Path) ->
     # stop rank 0 too (at the same call), not leave it waiting in DDP's gradient all-reduce.
     raw = _raw("gaussian-kl", steps=10) | {"distributed": {"divergence": "per-rank"}}
     command = [sys.executable, "-c", _DIVERGING_RANK, json.dumps(raw), str(tmp_path / "run")]
-    procs = start_workers(command)
-    try:
-        logs = [proc.communicate(timeout=60)[0] for proc in procs]
-    except subprocess.TimeoutExpired:
-        pytest.fail("a rank hung after another rank's codes became NaN")
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    assert [proc.returncode for proc in procs] == [3, 3], logs
+    hung = "a rank hung after another rank's codes became NaN"
+    logs, codes, _ = run_workers(command, 60, hung, lambda: None)
+    assert codes == [3, 3], logs
     for log in logs:
         assert "diverged: step 4: non-finite value in the codes entering kl_fake_enc" in log, log
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,10 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from test_distributed import start_workers  # the tests folder is on sys.path in both roles
+from test_distributed import (  # the tests folder is on sys.path in both roles
+    in_float64,
+    run_workers,
+)
 from torch import Tensor, nn
 
 WORLD = 2
@@ -164,28 +166,21 @@ def _worker(out: Path) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     out = tmp_path_factory.mktemp("ddp-bn")
-    procs = start_workers([sys.executable, __file__, str(out)], WORLD)
     # The single-process references run here while the workers run (no WORLD_SIZE here).
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    logs = []
-    try:
-        single = {
-            "global": _one_step(out / "global", None),
-            "per-rank": _one_step(out / "per-rank-single", _PerRankBatchNorm),
-        }
-        for proc in procs:
-            logs.append(proc.communicate(timeout=120)[0])
-    except subprocess.TimeoutExpired:
-        pytest.fail("the DDP workers did not finish in 120 s")
-    finally:
-        torch.set_default_dtype(previous)
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    for proc, log in zip(procs, logs, strict=True):
-        assert proc.returncode == 0, log
+    logs, codes, single = run_workers(
+        [sys.executable, __file__, str(out)],
+        120,
+        "the DDP workers did not finish in 120 s",
+        lambda: in_float64(
+            lambda: {
+                "global": _one_step(out / "global", None),
+                "per-rank": _one_step(out / "per-rank-single", _PerRankBatchNorm),
+            }
+        ),
+        WORLD,
+    )
+    for code, log in zip(codes, logs, strict=True):
+        assert code == 0, log
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
     return single, ranks
 
