@@ -29,6 +29,7 @@ from torch import Tensor
 
 from agekit.color import network_to_rgb, rgb_to_network
 from agekit.latent import interpolate as _great_circle
+from agekit.modes import network_mode
 
 if TYPE_CHECKING:
     from agekit.model import Model
@@ -90,16 +91,8 @@ def condition_size(model: Model) -> int:
 @contextmanager
 def _evaluating(model: Model) -> Iterator[None]:
     """Eval mode and no gradients inside; each network's previous mode restored after."""
-    networks: tuple[torch.nn.Module, ...] = (model.pair.encoder, model.pair.generator)
-    modes = [network.training for network in networks]
-    for network in networks:
-        network.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for network, mode in zip(networks, modes, strict=True):
-            network.train(mode)
+    with network_mode([model.pair.encoder, model.pair.generator], "eval"):
+        yield
 
 
 # unconditional models ----------------------------------------------------------------------------

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
 from agekit.components import DataSource, Encoder, Generator
 from agekit.datasets.stream import test_batch, test_batch_conditioned
+from agekit.modes import network_mode
 from agekit.visual import save_pairs_grid, save_samples
 
 __all__ = ["write_snapshots"]
 
 
-@torch.no_grad()
 def write_snapshots(
     folder: Path,
     step: int,
@@ -33,21 +32,14 @@ def write_snapshots(
     """Write the step's samples (from ``fixed_z``) and reconstructions of ``grid_size`` test
     samples into ``folder``, with both networks in eval mode (their modes come back after)."""
     tag = f"{step:08d}"
-    modes = (encoder.training, generator.training)
-    encoder.eval()
-    generator.eval()
-    device = fixed_z.device
-    try:
+    with network_mode([encoder, generator], "eval"):
         if data.condition_shape is not None:
             _write_conditional(folder, tag, encoder, generator, data, fixed_z, grid_size)
             return
         save_samples(generator(fixed_z), folder / f"samples_{tag}.png", data)
-        test = test_batch(data, grid_size).to(device)
+        test = test_batch(data, grid_size).to(fixed_z.device)
         recon = generator(encoder(test))
         save_pairs_grid(test, recon, folder / f"reconstructions_{tag}.png", data)
-    finally:
-        encoder.train(modes[0])
-        generator.train(modes[1])
 
 
 def _write_conditional(

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from agekit.atomic import write_atomic
 from agekit.components import ClassifierSource, DataSource, EvaluationContext
+from agekit.modes import network_mode
 from agekit.registry import REGISTRY, RegistryError, create
 
 #: Bump when the training code changes in a way the protocol fields do not capture, so that stale
@@ -67,24 +68,6 @@ def load_split(
     if not xs:
         raise ValueError(f"the {name} split is empty")
     return torch.stack(xs), torch.stack(ys)
-
-
-@contextlib.contextmanager
-def network_mode(modules: list[nn.Module], mode: Literal["eval", "train"]) -> Iterator[None]:
-    """Put every submodule in ``mode`` under ``torch.no_grad()``, then restore each one's own flag.
-
-    Flags are restored per submodule (not with one ``.train(flag)``) because a caller may have left
-    a network in a mixed state on purpose, e.g. a frozen batch-norm inside a training network.
-    """
-    saved = [(m, m.training) for module in modules for m in module.modules()]
-    try:
-        for module in modules:
-            module.train(mode == "train")
-        with torch.no_grad():
-            yield
-    finally:
-        for m, flag in saved:
-            m.training = flag
 
 
 def generate_samples(
