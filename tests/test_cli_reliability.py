@@ -70,10 +70,15 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _signal_after_steps(
-    command: list[str], run: Path, signum: int, lines: int = 3
+def _logged(metrics: Path) -> int:
+    return len(metrics.read_text().splitlines()) if metrics.exists() else 0
+
+
+def signal_after_steps(
+    command: list[str], logs: list[Path], signum: int, lines: int = 3
 ) -> tuple[subprocess.CompletedProcess[str], float]:
-    """Start ``command``, send ``signum`` once ``lines`` log records exist, wait for the end."""
+    """Start ``command``, send ``signum`` once every metrics log in ``logs`` has ``lines``
+    records, wait for the end; also returns the seconds from the signal to the end."""
     process = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
@@ -81,14 +86,13 @@ def _signal_after_steps(
         text=True,
         preexec_fn=_default_sigint,
     )
-    metrics = run / "metrics.jsonl"
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and process.poll() is None:
-            if metrics.exists() and len(metrics.read_text().splitlines()) >= lines:
+            if all(_logged(log) >= lines for log in logs):
                 break
             time.sleep(0.005)
-        assert process.poll() is None, "the run ended before it could be signalled"
+        assert process.poll() is None, "the process ended before it could be signalled"
         process.send_signal(signum)
         sent = time.monotonic()
         out, err = process.communicate(timeout=120)
@@ -110,7 +114,7 @@ def test_sigterm_checkpoints_the_step_reached_and_resume_is_exact(tmp_path: Path
     run = tmp_path / "run"
     command = [sys.executable, "-m", "agekit", "train", str(config), "--run-dir", str(run)]
 
-    done, _ = _signal_after_steps([*command, "--quiet"], run, signal.SIGTERM)
+    done, _ = signal_after_steps([*command, "--quiet"], [run / "metrics.jsonl"], signal.SIGTERM)
     assert done.returncode == 128 + signal.SIGTERM, done.stderr
     reached = ckpt.latest(run / "checkpoints")
     assert reached is not None, done.stderr
@@ -135,7 +139,7 @@ def test_ctrl_c_checkpoints_and_exits_130(tmp_path: Path) -> None:
     config = _config_file(tmp_path, raw)
     run = tmp_path / "run"
     command = [sys.executable, "-m", "agekit", "train", str(config), "--run-dir", str(run)]
-    done, _ = _signal_after_steps(command, run, signal.SIGINT)
+    done, _ = signal_after_steps(command, [run / "metrics.jsonl"], signal.SIGINT)
     assert done.returncode == 130, done.stderr
     reached = ckpt.latest(run / "checkpoints")
     assert reached is not None and ckpt.load(reached)["step"] >= 15

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_cli_reliability import signal_after_steps
 
 from agekit.cli import main
 from agekit.config import ConfigError, ExperimentConfig, config_to_dict
@@ -50,41 +51,6 @@ metrics = ["reconstruction"]
 name = "bad"
 metrics = [{ name = "inception", options = { weights = "nowhere" } }]
 """
-
-
-def _default_sigint() -> None:
-    # A child of a non-interactive shell may inherit SIGINT ignored; a terminal's Ctrl-C is not.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def _logged(metrics: Path) -> int:
-    return len(metrics.read_text().splitlines()) if metrics.exists() else 0
-
-
-def _signal_when_training(
-    command: list[str], logs: list[Path], signum: int
-) -> subprocess.CompletedProcess[str]:
-    """Start ``command``, send ``signum`` once every log in ``logs`` has 3 records, wait."""
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_default_sigint,
-    )
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline and process.poll() is None:
-            if all(_logged(log) >= 3 for log in logs):
-                break
-            time.sleep(0.01)
-        assert process.poll() is None, "the study ended before it could be signalled"
-        process.send_signal(signum)
-        out, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    return subprocess.CompletedProcess(command, process.returncode, out, err)
 
 
 # 1. values are checked before the first training ------------------------------------------------
@@ -319,7 +285,7 @@ def test_sigterm_during_agekit_run_checkpoints_stops_and_the_same_command_contin
     out = tmp_path / "out"
     first = out / "runs" / "ring__seed0"
     command = [sys.executable, "-m", "agekit", "run", str(path), "--out", str(out), "--quiet"]
-    done = _signal_when_training(command, [first / "metrics.jsonl"], signal.SIGTERM)
+    done, _ = signal_after_steps(command, [first / "metrics.jsonl"], signal.SIGTERM)
     assert done.returncode == 128 + signal.SIGTERM, done.stderr
     reached = ckpt.latest(first / "checkpoints")
     assert reached is not None, done.stderr
@@ -348,7 +314,7 @@ def test_ctrl_c_stops_a_parallel_study_after_each_run_checkpoints(tmp_path: Path
     out = tmp_path / "out"
     runs = [out / "runs" / f"ring__seed{seed}" for seed in (0, 1)]
     command = [sys.executable, "-m", "agekit", "run", str(path), "--out", str(out), "--jobs", "2"]
-    done = _signal_when_training(command, [r / "metrics.jsonl" for r in runs], signal.SIGINT)
+    done, _ = signal_after_steps(command, [r / "metrics.jsonl" for r in runs], signal.SIGINT)
     assert done.returncode == 128 + signal.SIGINT, done.stderr
     assert "interrupted by SIGINT: the runs in progress" in done.stderr
     assert "again to continue" in done.stderr and "Traceback" not in done.stderr
