@@ -220,13 +220,12 @@ def append_record(path: Path, entry: Mapping[str, Any]) -> None:
         handle.write(json.dumps(entry) + "\n")
 
 
-def truncate_records(path: Path, step: int) -> int:
-    """Keep the records of a training log up to ``step`` (those after it will be redone by a
-    resumed run) and drop lines that are not JSON records: the torn last line of a crash or a
-    full disk. Rewritten atomically; returns how many torn lines were dropped."""
+def read_records(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The JSON records of a training log, and how many lines were not records (the torn last
+    line of a crash or a full disk); blank lines are skipped, a missing log has none."""
     if not path.exists():
-        return 0
-    kept: list[str] = []
+        return [], 0
+    records: list[dict[str, Any]] = []
     torn = 0
     for line in path.read_text(errors="replace").splitlines():
         if not line.strip("\x00 \t\r"):
@@ -235,12 +234,21 @@ def truncate_records(path: Path, step: int) -> int:
             record = json.loads(line)
         except json.JSONDecodeError:
             record = None
-        if not isinstance(record, dict):
+        if isinstance(record, dict):
+            records.append(record)
+        else:
             torn += 1
-            continue
-        if record.get("step", 0) <= step:
-            kept.append(line)
-    text = "".join(line + "\n" for line in kept)
+    return records, torn
+
+
+def truncate_records(path: Path, step: int) -> int:
+    """Keep the records of a training log up to ``step`` (those after it will be redone by a
+    resumed run) and drop lines that are not JSON records: the torn last line of a crash or a
+    full disk. Rewritten atomically; returns how many torn lines were dropped."""
+    if not path.exists():
+        return 0
+    records, torn = read_records(path)
+    text = "".join(json.dumps(r) + "\n" for r in records if r.get("step", 0) <= step)
     write_atomic(path, lambda handle: handle.write(text.encode()))
     return torn
 

@@ -237,6 +237,18 @@ def test_a_complete_run_sheds_an_older_failure_record(tmp_path: Path) -> None:
     assert "crashed after its evaluation" not in (tmp_path / "study" / "report.md").read_text()
 
 
+def test_the_report_skips_a_torn_last_line_of_a_training_log(tmp_path: Path) -> None:
+    # A crash or a full disk can leave half a record at the end of metrics.jsonl.
+    from agekit.studies.report import write_report
+
+    path = _study(tmp_path, ONE_RUN)
+    run_study(path, out=tmp_path / "study", progress=False)
+    log = tmp_path / "study" / "runs" / "ring__seed0" / "metrics.jsonl"
+    log.write_text(log.read_text() + '{"step": 13, "kl_re')
+    write_report(tmp_path / "study")
+    assert (tmp_path / "study" / "figures" / "curves_ring.png").exists()
+
+
 def test_an_interrupted_run_in_a_moved_study_folder_resumes(tmp_path: Path) -> None:
     from agekit.trainer import Trainer
 

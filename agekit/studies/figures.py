@@ -6,7 +6,6 @@ backend is switched and no window can open.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.image import imread
 
 from agekit.game import TERM_LABELS
+from agekit.progress import read_records
 
 __all__ = ["write_figures"]
 
@@ -116,10 +116,7 @@ def write_figures(
 
 def _curve(path: Path) -> dict[str, tuple[list[int], list[float]]]:
     series: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
-    if not path.exists():
-        return series
-    for line in path.read_text().splitlines():
-        entry = json.loads(line)
+    for entry in read_records(path)[0]:  # a crashed run's torn last line is skipped
         for key, value in entry.items():
             if isinstance(value, int | float):
                 series[key][0].append(entry["step"])
