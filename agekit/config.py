@@ -159,6 +159,12 @@ class DataConfig(Component):
     batch_size: int = Field(64, ge=2)
     #: DataLoader workers for data that does not live in memory.
     workers: int = Field(0, ge=0)
+    #: What the metrics score against: the data set's test split, or a validation split held
+    #: out of its train split (``validation_fraction`` of it, stratified by label, the same
+    #: images for every seed), which training then never sees. Studies tune on "validation" so
+    #: that the test split judges only the chosen settings.
+    heldout: Literal["test", "validation"] = "test"
+    validation_fraction: float = Field(0.2, gt=0.0, lt=1.0)
 
 
 class PriorConfig(Component):

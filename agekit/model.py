@@ -19,6 +19,7 @@ import torch
 from agekit import checkpoint as ckpt
 from agekit.components import DataSource, EncoderGenerator, Prior
 from agekit.config import ExperimentConfig, parse_config, reference_adversary_threshold
+from agekit.datasets.validation import hold_out_validation
 from agekit.filters import low_pass
 from agekit.game import AdaptiveAdversaryWeight, AGEGame, GameWeights, RegressionObjective
 from agekit.registry import create
@@ -80,6 +81,8 @@ def build_model(config: ExperimentConfig, device: torch.device) -> Model:
     torch.manual_seed(config.train.seed)
     prior = create("prior", config.prior.name, dim=config.prior.dim, **config.prior.options)
     data = create("dataset", config.data.name, **config.data.options)
+    if config.data.heldout == "validation":
+        data = hold_out_validation(data, config.data.validation_fraction)
     backbone = create("backbone", config.backbone.name, **config.backbone.options)
     condition_shape = data.condition_shape
     if condition_shape is None:

@@ -171,7 +171,9 @@ def test_the_report_of_a_study_where_nothing_finished_lists_its_failed_runs(
     )
     assert write_report(tmp_path) == {}
     report = (tmp_path / "report.md").read_text()
-    assert report.startswith("# Study: broken\n\nNo run finished.\n\n## Failed runs\n")
+    assert report.startswith(
+        "# Study: broken\n\nNo run at the study's seeds finished.\n\n## Failed runs\n"
+    )
     assert "- `a__seed0`: ValueError: boom" in report and "dropped__seed0" not in report
 
 

@@ -31,6 +31,7 @@ from agekit.studies.statistics import (
     paired_comparison,
     summarise,
 )
+from agekit.studies.tuning import tuning_lines
 
 #: Re-exported for callers of the report module (the study runner reads ``flatten``).
 __all__ = [
@@ -161,14 +162,19 @@ def write_report(folder: Path) -> dict[str, Any]:
     the planned runs whose last attempt failed (``runs/<run>/failed.json``); the same whether
     ``agekit run`` or ``agekit report`` writes it. Returns the summary, {} when nothing finished."""
     folder = Path(folder)
-    records = load_records(folder)
+    every = load_records(folder)
+    # tuning runs are scored on the validation split: they choose settings, they are not results
+    records = [r for r in every if r.get("phase", "final") != "tune"]
+    tuned = [r for r in every if r.get("phase") == "tune"]
     study = _load_study(folder)
     failed = _failures(folder, study)
+    tuning = tuning_lines(study.get("study", {}), tuned)
     if not records:
         console.print(f"[yellow]no evaluated runs in {folder / 'runs'} yet[/yellow]")
-        if failed:
+        if failed or tuning:
             name = study.get("study", {}).get("name", folder.name)
-            text = "\n".join([f"# Study: {name}", "", "No run finished.", "", *failed])
+            opening = [f"# Study: {name}", "", "No run at the study's seeds finished.", ""]
+            text = "\n".join([*opening, *tuning, *failed])
             (folder / "report.md").write_text(text)
             console.print(f"report: {folder / 'report.md'}", highlight=False, soft_wrap=True)
         return {}
@@ -182,6 +188,9 @@ def write_report(folder: Path) -> dict[str, Any]:
     _write_csv(summary, folder / "summary.csv")
     figures = write_figures(folder, records, summary, _summary_headline(summary))
     text = _markdown(summary, records, figures, folder, study)
+    if tuning:
+        head, protocols, tail = text.partition("## Protocols")
+        text = "\n".join([head.rstrip("\n"), "", *tuning, ""]) + protocols + tail
     (folder / "report.md").write_text(
         "\n".join([text.rstrip("\n"), "", *failed]) if failed else text
     )
@@ -196,6 +205,7 @@ def _failures(folder: Path, study: dict[str, Any]) -> list[str]:
     failed = recorded_failures(folder)
     planned = study.get("runs")
     if isinstance(planned, list):
+        planned = planned + list(study.get("tuning_runs", []))
         failed = {run_id: reason for run_id, reason in failed.items() if run_id in planned}
     if not failed:
         return []

@@ -29,10 +29,10 @@ from agekit import checkpoint as ckpt
 from agekit.atomic import write_json_atomic
 from agekit.config import ConfigError, config_to_dict
 from agekit.studies.console import Overall, console, err_console, print_closing, short_summary
-from agekit.studies.failures import record_failure, recorded_failures
+from agekit.studies.failures import record_failure, record_reason, recorded_failures
 from agekit.studies.layout import EVAL_FILE, FAILED_FILE, is_complete, run_dir, study_dir
 from agekit.studies.parallel import run_parallel
-from agekit.studies.spec import PlannedRun, load_study, plan
+from agekit.studies.spec import PlannedRun, StudySpec, load_study, plan
 from agekit.studies.stopping import StudyInterrupted, StudySignals
 
 #: Re-exported: the names callers of the runner have used (each lives in its own module now).
@@ -105,6 +105,10 @@ def execute(
         setting=run.setting,
         train_seed=run.seed,
         axes={key: value for key, value in run.axis_values},
+        phase=run.phase,
+        # a tuning run's grid point, or the one a tuned cell's run was given
+        grid={key: value for key, value in run.grid_values},
+        tunes=run.tunes,
         status=result.status,
         resumed=resume,
         train_seconds_this_session=train_seconds,
@@ -151,7 +155,8 @@ def run_study(
             "study": spec.model_dump(mode="json"),
             "source": str(source),
             "profile": profile,
-            "runs": [r.run_id for r in runs],
+            "runs": [r.run_id for r in runs if r.phase != "tune"],
+            "tuning_runs": [r.run_id for r in runs if r.phase == "tune"],
         },
         folder / "study.json",
     )
@@ -174,14 +179,60 @@ def run_study(
         StudySignals(raise_at_once=not parallel) if handle_signals else contextlib.nullcontext()
     )
     with signals as received:
-        if parallel:
-            run_parallel(path, folder, pending, jobs, profile, overall, result, received, progress)
-        else:
-            _run_sequential(folder, pending, spec.eval_seed, overall, result, progress, signals)
+
+        def train(batch: list[PlannedRun]) -> None:
+            if jobs > 1 and len(batch) > 1:
+                run_parallel(
+                    path, folder, batch, jobs, profile, overall, result, received, progress
+                )
+            else:
+                _run_sequential(folder, batch, spec.eval_seed, overall, result, progress, signals)
+
+        # A tuned cell's runs take the grid point its tuning runs chose, so those train first.
+        train([r for r in pending if r.phase == "tune"])
+        later = [r for r in pending if r.phase != "tune"]
+        if any(r.awaiting_tuning for r in later):
+            later = _after_tuning(spec, str(source), folder, profile, later, overall, result)
+        train(later)
     if report:
         _write_report(folder)
     print_closing(spec, overall, result)
     return result
+
+
+def _after_tuning(
+    spec: StudySpec,
+    source: str,
+    folder: Path,
+    profile: str | None,
+    later: list[PlannedRun],
+    overall: Overall,
+    result: StudyResult,
+) -> list[PlannedRun]:
+    """The final runs re-planned with their cells' choices; those whose cell still lacks one
+    (a tuning run failed or was not selected) are recorded as failed, naming the missing runs."""
+    runs = plan(spec, source, folder, profile, check=False)
+    by_id = {run.run_id: run for run in runs}
+    ready: list[PlannedRun] = []
+    for run in (by_id[r.run_id] for r in later):
+        if not run.awaiting_tuning:
+            if not is_complete(folder, run):
+                ready.append(run)
+            continue
+        missing = [
+            r.run_id
+            for r in runs
+            if r.phase == "tune" and r.tunes == run.cell and not is_complete(folder, r)
+        ]
+        reason = (
+            f"its cell's tuning is not finished: {', '.join(missing)} not evaluated; "
+            "running the study again retries them"
+        )
+        record_reason(run_dir(folder, run) / FAILED_FILE, run, reason)
+        result.failed[run.run_id] = reason
+        overall.finish(failed=True)
+        console.print(f"[red]failed[/red] {escape(run.run_id)}: {escape(reason)}", soft_wrap=True)
+    return ready
 
 
 def _run_sequential(

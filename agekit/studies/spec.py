@@ -49,6 +49,7 @@ from agekit.config import (
 )
 from agekit.studies.checks import Checker, describe_run
 from agekit.studies.checks import check_runs as check_runs  # re-exported for callers of spec
+from agekit.studies.tuning import TUNE_MARK, Choice, Tuning, choose, point_label
 
 
 class MetricSpec(Component):
@@ -60,6 +61,8 @@ class Setting(Strict):
     config: dict[str, Any] = Field(default_factory=dict)
     #: Metric names or {name, options} tables; empty means the data set's defaults.
     metrics: list[str | MetricSpec] = Field(default_factory=list)
+    #: A grid tried per cell on a validation split before the study's seeds run (.tuning).
+    tuning: Tuning | None = None
 
     @field_validator("name")
     @classmethod
@@ -124,6 +127,16 @@ class PlannedRun:
     axis_values: tuple[tuple[str, Any], ...]
     config: ExperimentConfig
     metrics: tuple[Component, ...]
+    #: "tune": a grid point of a setting's tuning, scored on the validation split; "final": a run
+    #: at one of the study's seeds, scored on the test split.
+    phase: str = "final"
+    #: The grid point: a tuning run's own, or the one a final run's cell chose.
+    grid_values: tuple[tuple[str, Any], ...] = ()
+    #: The cell a tuning run tunes.
+    tunes: str | None = None
+    #: A final run whose cell's tuning has not finished: its configuration lacks the choice.
+    awaiting_tuning: bool = False
+    choice: Choice | None = None
 
 
 def _label(value: Any) -> str:
@@ -151,10 +164,10 @@ def plan(
 
     With ``check`` (the default) every distinct component is also built with its options, so
     that values are checked too (see :func:`check_runs`); ``agekit run --list`` skips that.
+    A tuned setting's runs at the study's seeds carry their cell's choice once every tuning run of
+    the cell is evaluated in ``out_dir`` (:mod:`agekit.studies.tuning`); until then they are
+    ``awaiting_tuning``.
     """
-    from agekit.evaluation import default_metrics
-    from agekit.registry import REGISTRY, RegistryError, validate_options
-
     chosen = None
     if profile is not None:
         if profile not in spec.profiles:
@@ -169,48 +182,150 @@ def plan(
             raise ConfigError(f"{source}: profiles.{profile}.settings: unknown {sorted(unknown)}")
     axes = _available_axes(spec, source)
     axis_keys = list(axes)
-    checker = Checker(source)
+    builder = _RunBuilder(spec, source, out_dir, Checker(source))
     runs: list[PlannedRun] = []
     for setting in settings:
+        overrides = _profile_overrides(chosen, setting.name)
+        if setting.tuning is not None:
+            clash = sorted(set(setting.tuning.seeds) & set(seeds))
+            if clash:
+                raise ConfigError(
+                    f"{source}: settings {setting.name!r}: tuning.seeds {clash} are also the "
+                    "study's seeds; tuning seeds must differ so that no final run repeats a "
+                    "tuning run"
+                )
         for combo in itertools.product(*(axes[key] for key in axis_keys)):
             axis_values = tuple(zip(axis_keys, combo, strict=True))
-            cell_parts = [setting.name] + [
-                f"{key.split('.')[-2] if key.endswith('.name') else key.split('.')[-1]}"
-                f"={_label(value)}"
-                for key, value in axis_values
-            ]
-            cell = "__".join(cell_parts)
+            cell = "__".join(
+                [setting.name]
+                + [
+                    f"{key.split('.')[-2] if key.endswith('.name') else key.split('.')[-1]}"
+                    f"={_label(value)}"
+                    for key, value in axis_values
+                ]
+            )
+            choice = None
+            if setting.tuning is not None:
+                tune_runs = builder.tuning_runs(
+                    setting, setting.tuning, cell, axis_values, overrides
+                )
+                runs += [run for group in tune_runs.values() for run in group]
+                choice = choose(
+                    setting.tuning,
+                    {
+                        label: [_evaluation(out_dir, run) for run in group]
+                        for label, group in tune_runs.items()
+                    },
+                    {label: group[0].grid_values for label, group in tune_runs.items()},
+                )
             for seed in seeds:
-                run_id = f"{cell}__seed{seed}"
-                raw = deep_merge(spec.base, setting.config)
-                for key, value in axis_values:
-                    set_dotted(raw, key, value)
-                if chosen:
-                    for key, value in chosen.set.items():
-                        set_dotted(raw, key, value)
-                    for key, value in chosen.settings.get(setting.name, {}).items():
-                        set_dotted(raw, key, value)
-                set_dotted(raw, "train.seed", seed)
-                raw["name"] = run_id
-                raw["out_dir"] = str(out_dir / "runs")
-                config = parse_config(raw, f"{source} (run {run_id})")
-                metrics = _metrics(setting, config, checker, run_id, axis_values, default_metrics)
-                for metric in metrics:
-                    try:
-                        factory = REGISTRY.load("metric", metric.name)
-                        validate_options(factory, metric.options, f"metric {metric.name!r}")
-                    except RegistryError as exc:
-                        raise ConfigError(f"{source}: settings {setting.name!r}: {exc}") from None
                 runs.append(
-                    PlannedRun(run_id, cell, setting.name, seed, axis_values, config, metrics)
+                    builder.run(
+                        setting,
+                        cell,
+                        seed,
+                        axis_values,
+                        [*overrides, *(choice.values if choice else ())],
+                        grid_values=choice.values if choice else (),
+                        awaiting_tuning=setting.tuning is not None and choice is None,
+                        choice=choice,
+                    )
                 )
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{source}: two runs share an id; give settings distinct names")
     if check:
         for run in runs:
-            checker.check(run)
+            builder.checker.check(run)
     return runs
+
+
+@dataclass
+class _RunBuilder:
+    """Builds and validates one planned run's configuration and metrics."""
+
+    spec: StudySpec
+    source: str
+    out_dir: Path
+    checker: Checker
+
+    def run(
+        self,
+        setting: Setting,
+        cell: str,
+        seed: int,
+        axis_values: tuple[tuple[str, Any], ...],
+        keys: Sequence[tuple[str, Any]],
+        **fields: Any,
+    ) -> PlannedRun:
+        """The run of ``cell`` at ``seed``: base, setting, axis values, then ``keys`` in order."""
+        from agekit.evaluation import default_metrics
+        from agekit.registry import REGISTRY, RegistryError, validate_options
+
+        run_id = f"{cell}__seed{seed}"
+        raw = deep_merge(self.spec.base, setting.config)
+        for key, value in [*axis_values, *keys]:
+            set_dotted(raw, key, value)
+        set_dotted(raw, "train.seed", seed)
+        raw["name"] = run_id
+        raw["out_dir"] = str(self.out_dir / "runs")
+        config = parse_config(raw, f"{self.source} (run {run_id})")
+        metrics = _metrics(setting, config, self.checker, run_id, axis_values, default_metrics)
+        for metric in metrics:
+            try:
+                factory = REGISTRY.load("metric", metric.name)
+                validate_options(factory, metric.options, f"metric {metric.name!r}")
+            except RegistryError as exc:
+                raise ConfigError(f"{self.source}: settings {setting.name!r}: {exc}") from None
+        return PlannedRun(run_id, cell, setting.name, seed, axis_values, config, metrics, **fields)
+
+    def tuning_runs(
+        self,
+        setting: Setting,
+        tuning: Tuning,
+        cell: str,
+        axis_values: tuple[tuple[str, Any], ...],
+        overrides: Sequence[tuple[str, Any]],
+    ) -> dict[str, list[PlannedRun]]:
+        """Grid point label -> its runs at the tuning seeds, scored on the validation split."""
+        held_out = [
+            ("data.heldout", "validation"),
+            ("data.validation_fraction", tuning.validation_fraction),
+        ]
+        groups: dict[str, list[PlannedRun]] = {}
+        for point in tuning.points():
+            label = point_label(point, _label)
+            groups[label] = [
+                self.run(
+                    setting,
+                    f"{cell}{TUNE_MARK}{label}",
+                    seed,
+                    axis_values,
+                    [*overrides, *point, *held_out],
+                    phase="tune",
+                    grid_values=point,
+                    tunes=cell,
+                )
+                for seed in tuning.seeds
+            ]
+        return groups
+
+
+def _profile_overrides(chosen: Profile | None, setting: str) -> list[tuple[str, Any]]:
+    """A profile's dotted keys for one setting, in the order they apply."""
+    if chosen is None:
+        return []
+    return [*chosen.set.items(), *chosen.settings.get(setting, {}).items()]
+
+
+def _evaluation(out_dir: Path, run: PlannedRun) -> dict[str, Any] | None:
+    """The run's evaluation record when it is complete for the planned science, else None."""
+    from agekit.studies.layout import EVAL_FILE, is_complete, read_json, run_dir
+
+    if not is_complete(out_dir, run):
+        return None
+    record = read_json(run_dir(out_dir, run) / EVAL_FILE)
+    return record if isinstance(record, dict) else None
 
 
 def _default_setting(spec: StudySpec, source: str) -> Setting:

@@ -1,0 +1,210 @@
+"""Per-cell tuning on a validation split: the held-out split, the plan, the choice, the runner
+and the report."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from test_study_runner import _study
+
+from agekit.config import ConfigError, ExperimentConfig
+from agekit.datasets.validation import hold_out_validation
+from agekit.model import build_model
+from agekit.registry import create
+from agekit.studies.runner import run_study
+from agekit.studies.spec import load_study, plan
+from agekit.studies.tuning import Tuning, choose
+
+TUNED = """
+name = "tuned"
+seeds = [0, 1]
+[[settings]]
+name = "ring"
+metrics = ["reconstruction"]
+[settings.tuning]
+grid = { "game.latent_weight" = [1.0, 1000.0] }
+metric = "reconstruction.recon_l1"
+goal = "min"
+seeds = [7]
+[axes]
+"divergence.name" = ["gaussian-kl", "kozachenko-leonenko"]
+"""
+
+
+# the held-out split ------------------------------------------------------------------------------
+def test_validation_split_is_carved_from_train_and_never_shows_the_test_split() -> None:
+    source = create("dataset", "mnist5k")
+    held = hold_out_validation(source, 0.2)
+    train_x, _ = source.tensors("train")
+    test_x, _ = source.tensors("test")
+    fit_x, _ = held.tensors("train")
+    validation_x, validation_labels = held.tensors("test")
+    assert len(fit_x) + len(validation_x) == len(train_x)
+    assert len(validation_x) == round(0.2 * len(train_x))
+    # stratified: the 4,000 train digits hold 400 per class, so 80 of each are held out
+    assert validation_labels.bincount().tolist() == [80] * 10
+
+    def rows(x: torch.Tensor) -> set[bytes]:
+        return {row.numpy().tobytes() for row in x.flatten(1)}
+
+    validation, fit, test = rows(validation_x), rows(fit_x), rows(test_x)
+    assert not validation & fit
+    assert not validation & test  # the test split is out of reach
+    assert validation <= rows(train_x)
+    # one partition for every run: a second wrapper holds out the same images
+    assert torch.equal(hold_out_validation(source, 0.2).tensors("test")[0], validation_x)
+    # the class's declarations follow the wrapped set (metrics read them from the class)
+    assert type(held).evaluation_classifier == type(source).evaluation_classifier
+    assert held.split("test")[0][0].shape == source.shape
+
+
+def test_a_mixture_keeps_its_modes_and_the_config_switches_the_split() -> None:
+    config = ExperimentConfig.model_validate(
+        {
+            "data": {"name": "ring8", "options": {"size": 240, "test_size": 50}},
+            "prior": {"name": "sphere", "dim": 3},
+            "backbone": {"name": "mlp", "options": {"hidden": 8, "depth": 1}},
+            "train": {"device": "cpu", "steps": 1},
+        }
+    )
+    plain = build_model(config, torch.device("cpu")).data
+    assert len(plain.split("test")) == 50
+    config.data.heldout = "validation"
+    config.data.validation_fraction = 0.1
+    held = build_model(config, torch.device("cpu")).data
+    # stratified by mode: 3 of each mode's 30 points
+    assert len(held.split("test")) == 24 and len(held.split("train")) == 216
+    assert type(held).known_modes == "mixture" and held.modes.shape == (8, 2)
+
+
+# the choice --------------------------------------------------------------------------------------
+def _record(**scores: float) -> dict[str, Any]:
+    metrics: dict[str, dict[str, float]] = {}
+    for key, value in scores.items():
+        metric, name = key.split("__")
+        metrics.setdefault(metric, {})[name] = value
+    return {"metrics": metrics}
+
+
+def test_choose_takes_the_best_mean_within_limits_and_waits_for_every_run() -> None:
+    tuning = Tuning(
+        grid={"game.latent_weight": [1.0, 2.0, 3.0]},
+        metric="q.fd",
+        goal="min",
+        seeds=[5, 6],
+        at_most={"r.mse": 0.5},
+    )
+    points = {f"p{i}": (("game.latent_weight", float(i)),) for i in (1, 2, 3)}
+    records: dict[str, list[dict[str, Any] | None]] = {
+        "p1": [_record(q__fd=1.0, r__mse=0.9), _record(q__fd=1.0, r__mse=0.9)],  # best, too blurry
+        "p2": [_record(q__fd=4.0, r__mse=0.1), _record(q__fd=2.0, r__mse=0.1)],  # mean 3
+        "p3": [_record(q__fd=3.5, r__mse=0.2), _record(q__fd=3.5, r__mse=0.2)],
+    }
+    choice = choose(tuning, records, points)
+    assert choice is not None and choice.within_limits
+    assert choice.values == (("game.latent_weight", 2.0),)
+    assert choice.table["p1"]["within_limits"] is False and choice.table["p2"]["chosen"]
+    # the other goal picks the other end
+    maximise = tuning.model_copy(update={"goal": "max", "at_most": {}})
+    chosen = choose(maximise, records, points)
+    assert chosen is not None and chosen.values == (("game.latent_weight", 3.0),)
+    # no point within the limits: the best by the metric, and the choice says so
+    strict = tuning.model_copy(update={"at_most": {"r.mse": 0.01}})
+    fallback = choose(strict, records, points)
+    assert fallback is not None and not fallback.within_limits
+    assert fallback.values == (("game.latent_weight", 1.0),)
+    # a run not evaluated yet: no choice
+    assert choose(tuning, {**records, "p3": [records["p3"][0], None]}, points) is None
+
+
+# the plan ----------------------------------------------------------------------------------------
+def test_plan_adds_validation_tuning_runs_and_holds_the_cells_runs(tmp_path: Path) -> None:
+    spec, source = load_study(_study(tmp_path, TUNED))
+    runs = plan(spec, str(source), tmp_path / "out", check=False)
+    tune = [r for r in runs if r.phase == "tune"]
+    final = [r for r in runs if r.phase == "final"]
+    assert len(tune) == 2 * 2 * 1 and len(final) == 2 * 2  # estimators x grid x tuning seeds
+    assert {r.config.data.heldout for r in tune} == {"validation"}
+    assert {r.config.data.heldout for r in final} == {"test"}
+    assert {r.seed for r in tune} == {7}
+    assert all(r.awaiting_tuning and not r.grid_values for r in final)
+    knn = [r for r in tune if r.tunes == "ring__divergence=kozachenko-leonenko"]
+    assert sorted(r.config.game.latent_weight for r in knn) == [1.0, 1000.0]
+    assert knn[0].run_id.startswith("ring__divergence=kozachenko-leonenko__tune__latent_weight=")
+
+
+def test_tuning_seeds_must_differ_from_the_study_seeds(tmp_path: Path) -> None:
+    spec, source = load_study(_study(tmp_path, TUNED.replace("seeds = [7]", "seeds = [1, 7]")))
+    with pytest.raises(ConfigError, match=r"tuning.seeds \[1\] are also the study's seeds"):
+        plan(spec, str(source), tmp_path / "out", check=False)
+
+
+def test_a_bad_tuning_table_names_the_key(tmp_path: Path) -> None:
+    path = _study(tmp_path, TUNED.replace('goal = "min"', 'goal = "smallest"'))
+    with pytest.raises(ConfigError, match=r"settings\.0\.tuning\.goal"):
+        load_study(path)
+
+
+# the whole study ---------------------------------------------------------------------------------
+def test_a_tuned_study_trains_tuning_first_and_reports_the_choice(tmp_path: Path) -> None:
+    path = _study(tmp_path, TUNED, steps=6, checkpoint_every=6)
+    out = tmp_path / "out"
+    result = run_study(path, out=out, jobs=1, progress=False)
+    assert not result.failed and len(result.finished) == 8
+    evaluations = {
+        p.parent.name: json.loads(p.read_text()) for p in (out / "runs").glob("*/eval.json")
+    }
+    finals = {k: v for k, v in evaluations.items() if v["phase"] == "final"}
+    for run_id, record in finals.items():
+        cell = record["cell"]
+        scores = {
+            json.dumps(v["grid"]): v["metrics"]["reconstruction"]["recon_l1"]
+            for v in evaluations.values()
+            if v["tunes"] == cell
+        }
+        best = min(scores, key=lambda point: scores[point])
+        # the cell's runs use the grid point with the best validation score, on the test split
+        assert record["grid"] == json.loads(best), run_id
+        assert record["config"]["game"]["latent_weight"] == json.loads(best)["game.latent_weight"]
+        assert record["config"]["data"]["heldout"] == "test"
+    report = (out / "report.md").read_text()
+    assert "## Tuning on the validation split" in report
+    assert report.count("**yes**") == 2  # one choice per cell
+    summary = json.loads((out / "summary.json").read_text())
+    assert all("__tune__" not in cell for cell in summary["cells"])  # not results
+    assert not any("__tune__" in run for run in summary["planned_runs"])
+    # a second call finds everything complete
+    again = run_study(path, out=out, jobs=1, progress=False)
+    assert again.skipped == 8 and not again.finished
+
+
+def test_a_cell_whose_tuning_failed_fails_its_runs_and_names_the_tuning_run(
+    tmp_path: Path,
+) -> None:
+    body = TUNED.replace('"divergence.name" = ["gaussian-kl", "kozachenko-leonenko"]', "").replace(
+        "[axes]", ""
+    )
+    path = _study(tmp_path, body, steps=6, checkpoint_every=6)
+    out = tmp_path / "out"
+    spec, source = load_study(path)
+    tune_ids = [r.run_id for r in plan(spec, str(source), out, check=False) if r.phase == "tune"]
+    # only the first tuning run and the final runs are selected: the cell cannot choose
+    finals = [f"ring__seed{s}" for s in (0, 1)]
+    result = run_study(path, out=out, jobs=1, progress=False, only=[tune_ids[0], *finals])
+    assert result.finished == [tune_ids[0]]
+    assert set(result.failed) == set(finals)
+    assert all(tune_ids[1] in reason for reason in result.failed.values())
+    report = (out / "report.md").read_text()
+    assert "not every tuning run is evaluated yet" in report
+
+
+def test_nan_scores_cannot_be_chosen() -> None:
+    tuning = Tuning(grid={"a.b": [1, 2]}, metric="q.fd", goal="min", seeds=[3])
+    points = {"x": (("a.b", 1),), "y": (("a.b", 2),)}
+    choice = choose(tuning, {"x": [_record(q__fd=math.nan)], "y": [_record(q__fd=9.0)]}, points)
+    assert choice is not None and choice.values == (("a.b", 2),)
