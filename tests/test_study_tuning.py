@@ -208,3 +208,15 @@ def test_nan_scores_cannot_be_chosen() -> None:
     points = {"x": (("a.b", 1),), "y": (("a.b", 2),)}
     choice = choose(tuning, {"x": [_record(q__fd=math.nan)], "y": [_record(q__fd=9.0)]}, points)
     assert choice is not None and choice.values == (("a.b", 2),)
+
+
+def test_a_setting_may_name_its_own_seeds_and_a_profile_replaces_them(tmp_path: Path) -> None:
+    body = TUNED.replace('name = "ring"\n', 'name = "ring"\nseeds = [3, 4, 5]\n')
+    body += "[profiles.one]\nseeds = [9]\n"
+    spec, source = load_study(_study(tmp_path, body))
+    finals = [r for r in plan(spec, str(source), tmp_path, check=False) if r.phase == "final"]
+    assert sorted({r.seed for r in finals}) == [3, 4, 5]
+    finals = [
+        r for r in plan(spec, str(source), tmp_path, "one", check=False) if r.phase == "final"
+    ]
+    assert {r.seed for r in finals} == {9}

@@ -18,11 +18,12 @@
     set = { "train.steps" = 20000 }
     settings.mnist5k = { "backbone.options.width" = 64 }
 
-Runs = settings x product(axes) x seeds; a *cell* is a run without its seed. Every run's
-configuration is built and validated before any training: types and names, and values too, by
-building each distinct component with its options (``k = 0`` on an axis fails in a second, naming
-the study file, the run and the key, not after the runs before it have trained); those value
-checks are :mod:`agekit.studies.checks`'.
+Runs = settings x product(axes) x seeds (a setting may name its own seeds); a *cell* is a run
+without its seed. A setting with a ``[settings.tuning]`` grid first tunes each cell on a validation
+split (:mod:`agekit.studies.tuning`). Every run's configuration is built and validated before
+any training: types and names, and values too, by building each distinct component with its
+options (``k = 0`` on an axis fails in a second, naming the study file, the run and the key, not
+after the runs before it have trained); those value checks are :mod:`agekit.studies.checks`'.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ class Setting(Strict):
     metrics: list[str | MetricSpec] = Field(default_factory=list)
     #: A grid tried per cell on a validation split before the study's seeds run (.tuning).
     tuning: Tuning | None = None
+    #: This setting's training seeds, in place of the study's (a profile's seeds replace both):
+    #: a setting whose single runs vary more needs more of them.
+    seeds: list[int] | None = Field(None, min_length=1)
 
     @field_validator("name")
     @classmethod
@@ -174,7 +178,6 @@ def plan(
             known = ", ".join(sorted(spec.profiles)) or "(none)"
             raise ConfigError(f"{source}: no profile {profile!r}; profiles: {known}")
         chosen = spec.profiles[profile]
-    seeds = chosen.seeds if chosen and chosen.seeds else spec.seeds
     settings = spec.settings or [_default_setting(spec, source)]
     if chosen:
         unknown = set(chosen.settings) - {s.name for s in settings}
@@ -186,6 +189,7 @@ def plan(
     runs: list[PlannedRun] = []
     for setting in settings:
         overrides = _profile_overrides(chosen, setting.name)
+        seeds = chosen.seeds if chosen and chosen.seeds else setting.seeds or spec.seeds
         if setting.tuning is not None:
             clash = sorted(set(setting.tuning.seeds) & set(seeds))
             if clash:
