@@ -121,6 +121,8 @@ def evaluate(
         "metrics": results,
         "batchnorm": batchnorm_protocol,
         "divergences_not_applicable": unusable,
+        # the metrics' "test" split is a validation split held out of train when this says so
+        "heldout_split": model.config.data.heldout,
     }
 
 

@@ -82,6 +82,37 @@ def test_a_mixture_keeps_its_modes_and_the_config_switches_the_split() -> None:
     assert type(held).known_modes == "mixture" and held.modes.shape == (8, 2)
 
 
+def test_the_judge_classifier_learns_from_the_full_train_split(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from agekit.components import EvaluationContext
+    from agekit.metrics import classifier
+
+    seen: dict[str, Any] = {}
+
+    def fake_load_or_train(source: str, cache_dir: Any, **kwargs: Any) -> Any:
+        seen.update(kwargs)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(classifier, "load_or_train", fake_load_or_train)
+    source = create("dataset", "mnist5k")
+    context = EvaluationContext(
+        encoder=None,
+        generator=None,
+        prior=None,
+        data=hold_out_validation(source, 0.2),
+        dataset_name="mnist5k",
+        device=torch.device("cpu"),
+        seed=0,
+        cache_dir=tmp_path,
+        divergences={},
+    )
+    with pytest.raises(RuntimeError, match="stop here"):
+        classifier.classifier_for(context)
+    # a classifier trained on the smaller train split would be cached under the same key
+    assert seen["data"] is source
+
+
 # the choice --------------------------------------------------------------------------------------
 def _record(**scores: float) -> dict[str, Any]:
     metrics: dict[str, dict[str, float]] = {}

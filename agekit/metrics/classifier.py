@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from agekit.atomic import write_atomic
 from agekit.components import ClassifierSource, DataSource, EvaluationContext
+from agekit.datasets.validation import ValidationHeldOut
 from agekit.modes import network_mode
 from agekit.registry import REGISTRY, RegistryError, create
 
@@ -352,8 +353,11 @@ def classifier_for(context: EvaluationContext) -> EvaluationClassifier:
             f"{', '.join(supported)} (data sets that declare an `evaluation_classifier`)"
         )
     image_size = int(context.data.shape[-1])
-    # Reuse the evaluated data set when it is the source; Stacked MNIST needs plain mnist5k.
-    data = context.data if declared.dataset == name else None
+    # Reuse the evaluated data set when it is the source; Stacked MNIST needs plain mnist5k. The
+    # judge always learns from the source's own train split: a run scored on a validation split
+    # held out of it must not get (nor leave in the cache) a classifier trained on less.
+    source = context.data.inner if isinstance(context.data, ValidationHeldOut) else context.data
+    data = source if declared.dataset == name else None
     net, record = load_or_train(
         declared.dataset, context.cache_dir, image_size=image_size, data=data
     )
