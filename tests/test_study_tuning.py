@@ -175,6 +175,14 @@ def test_tuning_seeds_must_differ_from_the_study_seeds(tmp_path: Path) -> None:
         plan(spec, str(source), tmp_path / "out", check=False)
 
 
+def test_a_tuning_metric_the_setting_does_not_run_is_refused(tmp_path: Path) -> None:
+    spec, source = load_study(
+        _study(tmp_path, TUNED.replace('"reconstruction.recon_l1"', '"fid.x"'))
+    )
+    with pytest.raises(ConfigError, match=r"tuning.metric 'fid.x' names a metric the setting"):
+        plan(spec, str(source), tmp_path / "out", check=False)
+
+
 def test_a_bad_tuning_table_names_the_key(tmp_path: Path) -> None:
     path = _study(tmp_path, TUNED.replace('goal = "min"', 'goal = "smallest"'))
     with pytest.raises(ConfigError, match=r"settings\.0\.tuning\.goal"):
@@ -251,3 +259,19 @@ def test_a_setting_may_name_its_own_seeds_and_a_profile_replaces_them(tmp_path: 
         r for r in plan(spec, str(source), tmp_path, "one", check=False) if r.phase == "final"
     ]
     assert {r.seed for r in finals} == {9}
+
+
+def test_a_tuning_key_no_evaluation_holds_fails_the_cells_runs_saying_so(tmp_path: Path) -> None:
+    body = (
+        TUNED.replace('"reconstruction.recon_l1"', '"reconstruction.no_such_key"')
+        .replace('"game.latent_weight" = [1.0, 1000.0]', '"game.latent_weight" = [1.0]')
+        .replace('"divergence.name" = ["gaussian-kl", "kozachenko-leonenko"]', "")
+        .replace("[axes]", "")
+    )
+    path = _study(tmp_path, body, steps=6, checkpoint_every=6)
+    result = run_study(path, out=tmp_path / "out", jobs=1, progress=False)
+    assert len(result.finished) == 1 and set(result.failed) == {"ring__seed0", "ring__seed1"}
+    assert all(
+        "no grid point has a finite mean reconstruction.no_such_key" in reason
+        for reason in result.failed.values()
+    )

@@ -224,10 +224,17 @@ def _after_tuning(
             for r in runs
             if r.phase == "tune" and r.tunes == run.cell and not is_complete(folder, r)
         ]
-        reason = (
-            f"its cell's tuning is not finished: {', '.join(missing)} not evaluated; "
-            "running the study again retries them"
-        )
+        if missing:
+            reason = (
+                f"its cell's tuning is not finished: {', '.join(missing)} not evaluated; "
+                "running the study again retries them"
+            )
+        else:
+            metric = next(s.tuning for s in spec.settings if s.name == run.setting)
+            reason = (
+                f"its cell's tuning chose nothing: no grid point has a finite mean "
+                f"{metric.metric if metric else '?'} over its tuning runs (see their eval.json)"
+            )
         record_reason(run_dir(folder, run) / FAILED_FILE, run, reason)
         result.failed[run.run_id] = reason
         overall.finish(failed=True)

@@ -312,6 +312,14 @@ class _RunBuilder:
                 )
                 for seed in tuning.seeds
             ]
+        measured = {metric.name for metric in next(iter(groups.values()))[0].metrics}
+        for role, key in [("metric", tuning.metric), *(("at_most", k) for k in tuning.at_most)]:
+            if key.split(".", 1)[0] not in measured:
+                raise ConfigError(
+                    f"{self.source}: settings {setting.name!r}: tuning.{role} {key!r} names a "
+                    f"metric the setting does not run; its metrics: {', '.join(sorted(measured))} "
+                    "(keys are 'metric.key', e.g. 'reconstruction.recon_mse')"
+                )
         return groups
 
 
