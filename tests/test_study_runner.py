@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -359,3 +360,34 @@ def test_a_run_process_killed_before_it_could_say_why_is_still_listed(tmp_path: 
     reason = _child_failure(out, child, process.returncode)
     assert reason.startswith("its process ended with exit status -9; see ")
     assert recorded_failures(out) == {run.run_id: reason}
+
+
+def test_a_run_process_the_stop_signal_killed_before_its_handler_is_interrupted_not_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scheduler signals every process of a job; a run's process still importing torch has no
+    handler yet and dies of the signal (exit -15): the study stopped it, it did not fail."""
+    from types import SimpleNamespace
+
+    from agekit.studies import parallel
+    from agekit.studies.console import Overall
+    from agekit.studies.runner import StudyInterrupted, StudyResult
+
+    path = _study(tmp_path, TWO_SEEDS)
+    out = tmp_path / "out"
+    spec, source = load_study(path)
+    runs = plan(spec, str(source), out, check=False)
+    # a process without a SIGTERM handler, as a run's is while it starts
+    monkeypatch.setattr(
+        parallel,
+        "_child_command",
+        lambda *args: [sys.executable, "-c", "import time; time.sleep(60)"],
+    )
+    stop = SimpleNamespace(received=None, count=1)
+    # the signal arrives once both processes run
+    threading.Timer(1.0, lambda: setattr(stop, "received", signal.SIGTERM)).start()
+    result = StudyResult(out, len(runs), 0)
+    with pytest.raises(StudyInterrupted) as stopped:
+        parallel.run_parallel(path, out, runs, 2, None, Overall(2, 0), result, stop, False)  # type: ignore[arg-type]
+    assert not result.failed
+    assert all(run.run_id in stopped.value.detail for run in runs)

@@ -26,6 +26,13 @@ if TYPE_CHECKING:
 #: received directly (a scheduler signals every process of a job) before passing it on.
 FORWARD_GRACE_S = 2.0
 
+#: Exit statuses of a run's process that a stop explains: its own handler's exit (143, 130), or
+#: death by the signal itself (-15, -2: a scheduler signals every process of a job, and one still
+#: importing torch has no handler yet), or the kill of a second signal (-9).
+_STOPPED_CODES = frozenset(
+    {128 + signal.SIGTERM, 128 + signal.SIGINT, -signal.SIGTERM, -signal.SIGINT, -signal.SIGKILL}
+)
+
 
 def _child_command(
     path: str | Path, folder: Path, run: PlannedRun, profile: str | None
@@ -143,7 +150,7 @@ def run_parallel(
                     record = read_json(run_dir(folder, child.run) / EVAL_FILE)
                     done = short_summary(record) if isinstance(record, dict) else run_id
                     show(f"finished {done}")
-                elif stopping and code in (128 + signal.SIGTERM, 128 + signal.SIGINT, -9):
+                elif stopping and code in _STOPPED_CODES:
                     interrupted.append(run_id)
                     show(f"stopped {run_id} (exit {code}); it resumes from its checkpoint")
                 else:
