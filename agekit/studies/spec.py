@@ -50,7 +50,7 @@ from agekit.config import (
 )
 from agekit.studies.checks import Checker, describe_run
 from agekit.studies.checks import check_runs as check_runs  # re-exported for callers of spec
-from agekit.studies.tuning import TUNE_MARK, Choice, Tuning, choose, point_label
+from agekit.studies.tuning import TUNE_MARK, Choice, Tuning, choose, point_label, require_values
 
 
 class MetricSpec(Component):
@@ -116,10 +116,7 @@ class StudySpec(Strict):
     @field_validator("axes")
     @classmethod
     def _non_empty_axes(cls, axes: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        for key, values in axes.items():
-            if not values:
-                raise ValueError(f"axis {key!r} has no values")
-        return axes
+        return require_values(axes, "axis")
 
 
 @dataclass(frozen=True)

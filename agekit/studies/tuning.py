@@ -35,6 +35,14 @@ from agekit.studies.statistics import flatten
 TUNE_MARK = "__tune__"
 
 
+def require_values(table: dict[str, list[Any]], what: str) -> dict[str, list[Any]]:
+    """``table`` itself when every key has at least one value (axes and grids cross them)."""
+    for key, values in table.items():
+        if not values:
+            raise ValueError(f"{what} {key!r} has no values")
+    return table
+
+
 class Tuning(Strict):
     #: Dotted configuration keys and the values to try, crossed.
     grid: dict[str, list[Any]] = Field(min_length=1)
@@ -51,10 +59,7 @@ class Tuning(Strict):
     @field_validator("grid")
     @classmethod
     def _non_empty_values(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        for key, values in grid.items():
-            if not values:
-                raise ValueError(f"grid key {key!r} has no values")
-        return grid
+        return require_values(grid, "grid key")
 
     def points(self) -> list[tuple[tuple[str, Any], ...]]:
         """Every grid point as ((key, value), ...), in the grid's order."""
