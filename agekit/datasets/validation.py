@@ -34,14 +34,13 @@ class ValidationHeldOut(DataSource):
             )
         self.inner = inner
         self.fraction = float(fraction)
-        whole = inner.split("train")
-        labels = self._labels(inner, whole)
-        size = len(whole)  # type: ignore[arg-type]  # every DataSource split is sized
+        labels = self._labels(inner)
+        size = len(inner.split("train"))  # type: ignore[arg-type]  # every split is sized
         train, validation = split_indices(size, self.fraction, VALIDATION_SEED, labels)
         self._index = {"train": train, "test": validation}
 
     @staticmethod
-    def _labels(inner: DataSource, whole: Dataset[Any]) -> np.ndarray | None:
+    def _labels(inner: DataSource) -> np.ndarray | None:
         """Class labels to stratify by, when the split is in memory and labelled."""
         tensors = inner.tensors("train")
         if tensors is None:

@@ -181,7 +181,8 @@ def run_study(
     with signals as received:
 
         def train(batch: list[PlannedRun]) -> None:
-            if jobs > 1 and len(batch) > 1:
+            # one way for the whole study: the signal handling above was chosen for it
+            if parallel:
                 run_parallel(
                     path, folder, batch, jobs, profile, overall, result, received, progress
                 )

@@ -50,7 +50,7 @@ from agekit.config import (
 )
 from agekit.studies.checks import Checker, describe_run
 from agekit.studies.checks import check_runs as check_runs  # re-exported for callers of spec
-from agekit.studies.tuning import TUNE_MARK, Choice, Tuning, choose, point_label, require_values
+from agekit.studies.tuning import TUNE_MARK, Tuning, choose, point_label, require_values
 
 
 class MetricSpec(Component):
@@ -137,7 +137,6 @@ class PlannedRun:
     tunes: str | None = None
     #: A final run whose cell's tuning has not finished: its configuration lacks the choice.
     awaiting_tuning: bool = False
-    choice: Choice | None = None
 
 
 def _label(value: Any) -> str:
@@ -229,7 +228,6 @@ def plan(
                         [*overrides, *(choice.values if choice else ())],
                         grid_values=choice.values if choice else (),
                         awaiting_tuning=setting.tuning is not None and choice is None,
-                        choice=choice,
                     )
                 )
     ids = [r.run_id for r in runs]

@@ -86,16 +86,11 @@ def point_label(values: Sequence[tuple[str, Any]], label: Any) -> str:
     return "__".join(f"{key.split('.')[-1]}={label(value)}" for key, value in values)
 
 
-def choose(
-    tuning: Tuning, records: dict[str, list[dict[str, Any] | None]], labels: dict[str, Any]
-) -> Choice | None:
-    """The chosen grid point of one cell, or None while any tuning run has no evaluation.
-
-    ``records`` maps each grid point's label to its tuning runs' evaluation records (None for a
-    run not evaluated yet); ``labels`` maps the label to the point's ((key, value), ...).
-    """
-    if any(record is None for runs in records.values() for record in runs):
-        return None
+def grid_scores(
+    tuning: Tuning, records: dict[str, list[dict[str, Any] | None]]
+) -> dict[str, dict[str, Any]]:
+    """Per grid point label: the mean ``metric`` over its evaluated tuning runs, their number
+    ``n``, the means of the ``at_most`` keys and whether they are ``within_limits``."""
     table: dict[str, dict[str, Any]] = {}
     for label, runs in records.items():
         flat = [flatten(record) for record in runs if record is not None]
@@ -108,6 +103,20 @@ def choose(
                 math.isfinite(v) and v <= tuning.at_most[k] for k, v in means.items()
             ),
         }
+    return table
+
+
+def choose(
+    tuning: Tuning, records: dict[str, list[dict[str, Any] | None]], labels: dict[str, Any]
+) -> Choice | None:
+    """The chosen grid point of one cell, or None while any tuning run has no evaluation.
+
+    ``records`` maps each grid point's label to its tuning runs' evaluation records (None for a
+    run not evaluated yet); ``labels`` maps the label to the point's ((key, value), ...).
+    """
+    if any(record is None for runs in records.values() for record in runs):
+        return None
+    table = grid_scores(tuning, records)
     scored = {label: row for label, row in table.items() if math.isfinite(row["mean"])}
     if not scored:
         return None
@@ -172,12 +181,12 @@ def tuning_lines(study: dict[str, Any], records: list[dict[str, Any]]) -> list[s
                 "| " + " | ".join(header) + " |",
                 "|---" * len(header) + "|",
             ]
-            for label, runs in by_point.items():
-                done = [flatten(r) for r in runs if r is not None]
-                score = _mean([f.get(tuning.metric, math.nan) for f in done])
-                row = [label.replace("__", ", "), f"{score:.4g} (n={len(done)})"]
-                row += [f"{_mean([f.get(k, math.nan) for f in done]):.4g}" for k in tuning.at_most]
-                row.append("**yes**" if choice and choice.table[label].get("chosen") else "")
+            for label, scores in (
+                choice.table if choice else grid_scores(tuning, by_point)
+            ).items():
+                row = [label.replace("__", ", "), f"{scores['mean']:.4g} (n={scores['n']})"]
+                row += [f"{scores['limits'][k]:.4g}" for k in tuning.at_most]
+                row.append("**yes**" if scores.get("chosen") else "")
                 lines.append("| " + " | ".join(row) + " |")
             if choice and not choice.within_limits:
                 lines.append("")
