@@ -167,6 +167,27 @@ def test_mnist5k_study_trains_the_shipped_configuration_and_the_paper_game_besid
             assert studied["game"] == paper
 
 
+
+@pytest.mark.parametrize("name", ["ring8"])
+def test_a_shipped_configurations_study_trains_exactly_that_configuration(
+    name: str, tmp_path: Path
+) -> None:
+    # README quotes studies/NAME.toml as the result of configs/NAME.toml: every key but the run's
+    # name, output folder and seed must agree, or the figures describe another model.
+    root = Path(__file__).resolve().parent.parent
+    shipped = load_config(root / "configs" / f"{name}.toml").model_dump()
+    spec, source = load_study(root / "studies" / f"{name}.toml")
+    runs = plan(spec, str(source), tmp_path)
+    assert runs
+    for run in runs:
+        studied = run.config.model_dump()
+        for key in shipped:
+            if key in ("name", "out_dir", "train"):
+                continue
+            assert studied[key] == shipped[key], key
+        shipped_train = {k: v for k, v in shipped["train"].items() if k != "seed"}
+        assert {k: v for k, v in studied["train"].items() if k != "seed"} == shipped_train
+
 BUILT_IN_METRICS = [
     "reconstruction",
     "sample-quality",
