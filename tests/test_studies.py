@@ -168,17 +168,25 @@ def test_mnist5k_study_trains_the_shipped_configuration_and_the_paper_game_besid
 
 
 
-@pytest.mark.parametrize("name", ["ring8"])
-def test_a_shipped_configurations_study_trains_exactly_that_configuration(
-    name: str, tmp_path: Path
+@pytest.mark.parametrize(
+    ("config_name", "study_name"),
+    [("ring8", "ring8"), ("grid25", "grid25_encoder_weight")],
+)
+def test_the_study_quoted_for_a_shipped_configuration_trains_exactly_it(
+    config_name: str, study_name: str, tmp_path: Path
 ) -> None:
-    # README quotes studies/NAME.toml as the result of configs/NAME.toml: every key but the run's
-    # name, output folder and seed must agree, or the figures describe another model.
+    # README quotes studies/STUDY.toml (for grid25, the cell whose game is the shipped one) as the
+    # result of configs/NAME.toml: every key but the run's name, output folder and seed must agree
+    # in every seed, or the figures describe another model.
     root = Path(__file__).resolve().parent.parent
-    shipped = load_config(root / "configs" / f"{name}.toml").model_dump()
-    spec, source = load_study(root / "studies" / f"{name}.toml")
-    runs = plan(spec, str(source), tmp_path)
-    assert runs
+    shipped = load_config(root / "configs" / f"{config_name}.toml").model_dump()
+    spec, source = load_study(root / "studies" / f"{study_name}.toml")
+    runs = [
+        run
+        for run in plan(spec, str(source), tmp_path)
+        if run.config.model_dump()["game"] == shipped["game"]
+    ]
+    assert sorted(run.config.train.seed for run in runs) == sorted(spec.seeds)
     for run in runs:
         studied = run.config.model_dump()
         for key in shipped:
