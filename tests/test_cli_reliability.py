@@ -223,17 +223,23 @@ def test_stop_signals_count_a_repeat_only_outside_the_window(
 ) -> None:
     import agekit.signals
 
-    # raise_signal delivers to this (the main) thread, so the handler has run when it returns;
-    # os.kill may land on one of torch's threads and be handled a moment later, under load
-    with agekit.signals.StopSignals() as signals:
-        for _ in range(3):
-            signal.raise_signal(signal.SIGTERM)
-        assert (signals.received, signals.count) == (signal.SIGTERM, 1)
-        signal.raise_signal(signal.SIGINT)  # another signal is a second request at once
-        assert signals.count == 2
-        monkeypatch.setattr(agekit.signals, "REPEAT_WINDOW_S", 0.0)
-        signal.raise_signal(signal.SIGTERM)  # the same signal, after the window
-        assert signals.count == 3
+    # A background job starts with SIGINT ignored, which StopSignals rightly leaves alone; this
+    # test is about counting, so SIGINT gets its default handler for the test's duration.
+    previous_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        # raise_signal delivers to this (the main) thread, so the handler has run when it
+        # returns; os.kill may land on one of torch's threads and be handled later, under load
+        with agekit.signals.StopSignals() as signals:
+            for _ in range(3):
+                signal.raise_signal(signal.SIGTERM)
+            assert (signals.received, signals.count) == (signal.SIGTERM, 1)
+            signal.raise_signal(signal.SIGINT)  # another signal is a second request at once
+            assert signals.count == 2
+            monkeypatch.setattr(agekit.signals, "REPEAT_WINDOW_S", 0.0)
+            signal.raise_signal(signal.SIGTERM)  # the same signal, after the window
+            assert signals.count == 3
+    finally:
+        signal.signal(signal.SIGINT, previous_sigint)
 
 
 def test_under_torchrun_a_signal_to_one_rank_stops_every_rank_at_the_same_step(

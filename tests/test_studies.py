@@ -167,7 +167,6 @@ def test_mnist5k_study_trains_the_shipped_configuration_and_the_paper_game_besid
             assert studied["game"] == paper
 
 
-
 @pytest.mark.parametrize(
     ("config_name", "study_name"),
     [("ring8", "ring8"), ("grid25", "grid25_encoder_weight")],
@@ -195,6 +194,7 @@ def test_the_study_quoted_for_a_shipped_configuration_trains_exactly_it(
             assert studied[key] == shipped[key], key
         shipped_train = {k: v for k, v in shipped["train"].items() if k != "seed"}
         assert {k: v for k, v in studied["train"].items() if k != "seed"} == shipped_train
+
 
 BUILT_IN_METRICS = [
     "reconstruction",
