@@ -203,14 +203,21 @@ def build_parser() -> argparse.ArgumentParser:
             "--metric",
             action="append",
             metavar="NAME",
-            help="a registered metric (repeatable; default: what a study runs on this data; "
+            help="a registered metric (repeatable; default: a study's run is scored with its "
+            "study's metrics, any other run with what a study runs on its data; "
             "see `agekit list metric`)",
         ),
         _metric_completer,
     )
     p.add_argument("--out", help="JSON file of the scores (default RUN/evaluate.json)")
     p.add_argument("--device", default="auto", help=_DEVICE_HELP)
-    p.add_argument("--seed", type=int, default=0, help="seed of the evaluation's sampling")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the evaluation's sampling (default: a study's run, its study's "
+        "evaluation seed; any other run, 0)",
+    )
     p.add_argument(
         "--batchnorm",
         choices=("real-data", "running"),

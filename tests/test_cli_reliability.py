@@ -466,6 +466,48 @@ def test_evaluate_defaults_to_the_study_metrics_of_the_data(
     assert list(saved["metrics"]) == ["reconstruction", "mode-coverage", "latent-divergence"]
 
 
+def test_evaluate_scores_a_study_run_as_its_study_did(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agekit.studies.runner import run_study
+
+    study = tmp_path / "study.toml"
+    study.write_text(
+        'name = "tiny"\nseeds = [0]\neval_seed = 7\n'
+        "[base]\n"
+        'data = { name = "ring8", batch_size = 64, options = { size = 1024, test_size = 256 } }\n'
+        'prior = { name = "sphere", dim = 4 }\n'
+        'backbone = { name = "mlp", options = { hidden = 16, depth = 2 } }\n'
+        'train = { steps = 12, checkpoint_every = 6, image_every = 12, device = "cpu" }\n'
+        "[[settings]]\n"
+        'name = "ring8"\n'
+        'metrics = ["reconstruction", { name = "mode-coverage", options = { n_samples = 300 } }]\n'
+    )
+    run_study(study, out=tmp_path / "out", progress=False)
+    run = tmp_path / "out" / "runs" / "ring8__seed0"
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--device", "cpu"]) == 0
+    assert "seed 7" in capsys.readouterr().out
+    # The same checkpoint, metrics, options and seed: the study's own scores, bit for bit.
+    study_scores = json.loads((run / "eval.json").read_text())
+    again = json.loads((run / "evaluate.json").read_text())
+    assert again["seed"] == 7 and again["metrics"] == study_scores["metrics"]
+
+    earlier = tmp_path / "earlier.json"
+    checkpoint = run / "checkpoints" / "step_00000006.pt"
+    assert main(["evaluate", str(checkpoint), "--out", str(earlier), "--device", "cpu"]) == 0
+    scored = json.loads(earlier.read_text())
+    assert scored["step"] == 6 and scored["seed"] == 7
+    assert list(scored["metrics"]) == ["reconstruction", "mode-coverage"]
+    assert scored["metrics"]["mode-coverage"]["protocol"]["n_samples"] == 300
+    assert scored["metrics"]["reconstruction"] != study_scores["metrics"]["reconstruction"]
+
+    # An explicit --seed or --metric still decides.
+    assert main(["evaluate", str(run), "--seed", "3", "--metric", "reconstruction"]) == 0
+    explicit = json.loads((run / "evaluate.json").read_text())
+    assert explicit["seed"] == 3 and list(explicit["metrics"]) == ["reconstruction"]
+
+
 @pytest.mark.parametrize(
     ("make", "args", "expected"),
     [

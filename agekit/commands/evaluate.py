@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 from rich.table import Table
 
 from agekit.commands.shared import UsageError, blocking_file, console
+
+if TYPE_CHECKING:
+    from agekit.config import Component
 
 
 def _run_folder(run: Path) -> Path:
@@ -17,6 +20,37 @@ def _run_folder(run: Path) -> Path:
     if run.is_dir():
         return run
     return run.parent.parent if run.parent.name == "checkpoints" else run.parent
+
+
+def _study_protocol(run: Path) -> tuple[list[Component], int, Path] | None:
+    """The metrics and evaluation seed the study that trained ``run`` scored it with, and the
+    study's record; None when ``run`` is not a run of a study folder (``STUDY/runs/RUN_ID``).
+
+    Scoring an earlier checkpoint of a study's run this way puts it on the same scale as the
+    study's report (the same metric options, the same evaluation seed)."""
+    import json
+
+    from agekit.studies.layout import run_dir
+    from agekit.studies.spec import StudySpec, plan
+
+    folder = _run_folder(run)
+    study_file = folder.parent.parent / "study.json"
+    if folder.parent.name != "runs" or not study_file.is_file():
+        return None
+    try:
+        study = json.loads(study_file.read_text())
+        spec = StudySpec.model_validate(study["study"])
+        source = str(study["source"])
+        profile = study.get("profile")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(
+            f"{study_file}: not a study record agekit can read ({exc}); "
+            "name metrics with --metric and give --seed"
+        ) from None
+    for planned in plan(spec, source, study_file.parent, profile, check=False):
+        if run_dir(study_file.parent, planned).name == folder.name:
+            return list(planned.metrics), spec.eval_seed, study_file
+    return None
 
 
 def _default_metric_names(run: Path, checkpoint: Path) -> list[str]:
@@ -75,7 +109,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not run.exists():
         raise UsageError(f"{run}: no such run folder or checkpoint file")
     checkpoint = ckpt.resolve(run)
-    names = args.metric or _default_metric_names(run, checkpoint)
+    study = None if args.metric else _study_protocol(run)
+    if args.metric:
+        metrics = [Component(name=name) for name in args.metric]
+    elif study is not None:
+        metrics = study[0]
+    else:
+        metrics = [Component(name=name) for name in _default_metric_names(run, checkpoint)]
+    seed = args.seed if args.seed is not None else (study[1] if study is not None else 0)
+    names = [metric.name for metric in metrics]
     for name in names:
         REGISTRY.load("metric", name)  # an unknown name fails here, before any work
     out = Path(args.out) if args.out else _run_folder(run) / "evaluate.json"
@@ -84,14 +126,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         why = "is a folder" if blocker is None else f"{blocker} is a file, not a folder"
         raise UsageError(f"{out}: {why}; expected a JSON file name")
     console.print(
-        f"[bold]agekit evaluate[/bold] {escape(str(checkpoint))}: {', '.join(names)}",
+        f"[bold]agekit evaluate[/bold] {escape(str(checkpoint))}: {', '.join(names)}, seed {seed}"
+        + (f" (as {escape(str(study[2]))} scores this run)" if study is not None else ""),
         highlight=False,
     )
     try:
         record = evaluate(
             checkpoint,
-            [Component(name=name) for name in names],
-            seed=args.seed,
+            metrics,
+            seed=seed,
             device=args.device,
             batchnorm=args.batchnorm,
         )
