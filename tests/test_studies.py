@@ -167,6 +167,24 @@ def test_mnist5k_study_trains_the_shipped_configuration_and_the_paper_game_besid
             assert studied["game"] == paper
 
 
+def test_the_long_mnist5k_study_is_the_shipped_configuration_at_four_times_its_steps(
+    tmp_path: Path,
+) -> None:
+    # docs/method.md quotes studies/mnist5k_long.toml as what happens when a user raises
+    # configs/mnist5k.toml's train.steps: only the step budget and checkpoint cadence may differ.
+    root = Path(__file__).resolve().parent.parent
+    shipped = load_config(root / "configs" / "mnist5k.toml").model_dump()
+    spec, source = load_study(root / "studies" / "mnist5k_long.toml")
+    runs = plan(spec, str(source), tmp_path)
+    assert sorted(run.config.train.seed for run in runs) == [0, 1, 2]
+    for run in runs:
+        studied = run.config.model_dump()
+        for key in ("data", "prior", "divergence", "backbone", "optim", "game"):
+            assert studied[key] == shipped[key], key
+        assert studied["train"]["steps"] == 4 * shipped["train"]["steps"]
+        assert studied["train"]["steps"] % studied["train"]["checkpoint_every"] == 0
+
+
 @pytest.mark.parametrize(
     ("config_name", "study_name"),
     [("ring8", "ring8"), ("grid25", "grid25_encoder_weight")],
