@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agekit.config import ConfigError, load_config, parse_config
 from agekit.studies.report import HEADLINE, headline
 from agekit.studies.runner import run_study
-from agekit.studies.spec import load_study, plan
+from agekit.studies.spec import PlannedRun, load_study, plan
 from agekit.studies.statistics import summarise
 
 STUDY = """
@@ -145,16 +146,23 @@ def test_a_missing_plugin_named_by_a_study_says_what_provides_it(tmp_path: Path)
         run_study(_write(tmp_path, text), out=tmp_path / "out")
 
 
+def _shipped_and_studied(
+    config_name: str, study_name: str, out: Path
+) -> tuple[dict[str, Any], list[PlannedRun]]:
+    """configs/CONFIG.toml as a dict, and the planned runs of studies/STUDY.toml."""
+    root = Path(__file__).resolve().parent.parent
+    shipped = load_config(root / "configs" / f"{config_name}.toml").model_dump()
+    spec, source = load_study(root / "studies" / f"{study_name}.toml")
+    return shipped, plan(spec, str(source), out)
+
+
 def test_mnist5k_study_trains_the_shipped_configuration_and_the_paper_game_beside_it(
     tmp_path: Path,
 ) -> None:
     # README quotes studies/mnist5k.toml as the result of configs/mnist5k.toml: same science. Its
     # paper setting is the bare game on the same data, networks and budget, so only the game (and
     # the optimiser the recipe names, which equals the default) may differ.
-    root = Path(__file__).resolve().parent.parent
-    shipped = load_config(root / "configs" / "mnist5k.toml").model_dump()
-    spec, source = load_study(root / "studies" / "mnist5k.toml")
-    runs = plan(spec, str(source), tmp_path)
+    shipped, runs = _shipped_and_studied("mnist5k", "mnist5k", tmp_path)
     assert {run.setting for run in runs} == {"mnist5k", "paper"}
     for run in runs:
         studied = run.config.model_dump()
@@ -172,10 +180,7 @@ def test_the_long_mnist5k_study_is_the_shipped_configuration_at_four_times_its_s
 ) -> None:
     # docs/method.md quotes studies/mnist5k_long.toml as what happens when a user raises
     # configs/mnist5k.toml's train.steps: only the step budget and checkpoint cadence may differ.
-    root = Path(__file__).resolve().parent.parent
-    shipped = load_config(root / "configs" / "mnist5k.toml").model_dump()
-    spec, source = load_study(root / "studies" / "mnist5k_long.toml")
-    runs = plan(spec, str(source), tmp_path)
+    shipped, runs = _shipped_and_studied("mnist5k", "mnist5k_long", tmp_path)
     assert sorted(run.config.train.seed for run in runs) == [0, 1, 2]
     for run in runs:
         studied = run.config.model_dump()
@@ -195,15 +200,10 @@ def test_the_study_quoted_for_a_shipped_configuration_trains_exactly_it(
     # README quotes studies/STUDY.toml (for grid25, the cell whose game is the shipped one) as the
     # result of configs/NAME.toml: every key but the run's name, output folder and seed must agree
     # in every seed, or the figures describe another model.
-    root = Path(__file__).resolve().parent.parent
-    shipped = load_config(root / "configs" / f"{config_name}.toml").model_dump()
-    spec, source = load_study(root / "studies" / f"{study_name}.toml")
-    runs = [
-        run
-        for run in plan(spec, str(source), tmp_path)
-        if run.config.model_dump()["game"] == shipped["game"]
-    ]
-    assert sorted(run.config.train.seed for run in runs) == sorted(spec.seeds)
+    shipped, planned = _shipped_and_studied(config_name, study_name, tmp_path)
+    runs = [run for run in planned if run.config.model_dump()["game"] == shipped["game"]]
+    study_seeds = {run.config.train.seed for run in planned}
+    assert sorted(run.config.train.seed for run in runs) == sorted(study_seeds)
     for run in runs:
         studied = run.config.model_dump()
         for key in shipped:
