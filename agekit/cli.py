@@ -215,8 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed",
         type=int,
         default=None,
-        help="seed of the evaluation's sampling (default: a study's run, its study's "
-        "evaluation seed; any other run, 0)",
+        help="seed of the evaluation's sampling (default: the study's evaluation seed when "
+        "a study's run is scored with its study's metrics, that is without --metric; else 0)",
     )
     p.add_argument(
         "--batchnorm",

@@ -11,7 +11,7 @@ import pytest
 from agekit.config import ConfigError, load_config, parse_config
 from agekit.studies.report import HEADLINE, headline
 from agekit.studies.runner import run_study
-from agekit.studies.spec import PlannedRun, load_study, plan
+from agekit.studies.spec import PlannedRun, StudySpec, load_study, plan
 from agekit.studies.statistics import summarise
 
 STUDY = """
@@ -148,12 +148,12 @@ def test_a_missing_plugin_named_by_a_study_says_what_provides_it(tmp_path: Path)
 
 def _shipped_and_studied(
     config_name: str, study_name: str, out: Path
-) -> tuple[dict[str, Any], list[PlannedRun]]:
-    """configs/CONFIG.toml as a dict, and the planned runs of studies/STUDY.toml."""
+) -> tuple[dict[str, Any], StudySpec, list[PlannedRun]]:
+    """configs/CONFIG.toml as a dict, and studies/STUDY.toml with its planned runs."""
     root = Path(__file__).resolve().parent.parent
     shipped = load_config(root / "configs" / f"{config_name}.toml").model_dump()
     spec, source = load_study(root / "studies" / f"{study_name}.toml")
-    return shipped, plan(spec, str(source), out)
+    return shipped, spec, plan(spec, str(source), out)
 
 
 def test_mnist5k_study_trains_the_shipped_configuration_and_the_paper_game_beside_it(
@@ -162,7 +162,7 @@ def test_mnist5k_study_trains_the_shipped_configuration_and_the_paper_game_besid
     # README quotes studies/mnist5k.toml as the result of configs/mnist5k.toml: same science. Its
     # paper setting is the bare game on the same data, networks and budget, so only the game (and
     # the optimiser the recipe names, which equals the default) may differ.
-    shipped, runs = _shipped_and_studied("mnist5k", "mnist5k", tmp_path)
+    shipped, _, runs = _shipped_and_studied("mnist5k", "mnist5k", tmp_path)
     assert {run.setting for run in runs} == {"mnist5k", "paper"}
     for run in runs:
         studied = run.config.model_dump()
@@ -180,7 +180,7 @@ def test_the_long_mnist5k_study_is_the_shipped_configuration_at_four_times_its_s
 ) -> None:
     # docs/method.md quotes studies/mnist5k_long.toml as what happens when a user raises
     # configs/mnist5k.toml's train.steps: only the step budget and checkpoint cadence may differ.
-    shipped, runs = _shipped_and_studied("mnist5k", "mnist5k_long", tmp_path)
+    shipped, _, runs = _shipped_and_studied("mnist5k", "mnist5k_long", tmp_path)
     assert sorted(run.config.train.seed for run in runs) == [0, 1, 2]
     for run in runs:
         studied = run.config.model_dump()
@@ -200,10 +200,9 @@ def test_the_study_quoted_for_a_shipped_configuration_trains_exactly_it(
     # README quotes studies/STUDY.toml (for grid25, the cell whose game is the shipped one) as the
     # result of configs/NAME.toml: every key but the run's name, output folder and seed must agree
     # in every seed, or the figures describe another model.
-    shipped, planned = _shipped_and_studied(config_name, study_name, tmp_path)
+    shipped, spec, planned = _shipped_and_studied(config_name, study_name, tmp_path)
     runs = [run for run in planned if run.config.model_dump()["game"] == shipped["game"]]
-    study_seeds = {run.config.train.seed for run in planned}
-    assert sorted(run.config.train.seed for run in runs) == sorted(study_seeds)
+    assert sorted(run.config.train.seed for run in runs) == sorted(spec.seeds)
     for run in runs:
         studied = run.config.model_dump()
         for key in shipped:

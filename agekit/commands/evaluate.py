@@ -30,11 +30,11 @@ def _study_protocol(run: Path) -> tuple[list[Component], int, Path] | None:
     study's report (the same metric options, the same evaluation seed)."""
     import json
 
-    from agekit.studies.layout import run_dir
+    from agekit.studies.layout import STUDY_FILE, run_dir
     from agekit.studies.spec import StudySpec, plan
 
     folder = _run_folder(run)
-    study_file = folder.parent.parent / "study.json"
+    study_file = folder.parent.parent / STUDY_FILE
     if folder.parent.name != "runs" or not study_file.is_file():
         return None
     try:

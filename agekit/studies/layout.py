@@ -11,6 +11,8 @@ from agekit.science import science_differences
 from agekit.studies.spec import PlannedRun, StudySpec
 
 EVAL_FILE = "eval.json"
+#: Written in the study folder by ``agekit run``: the validated study, its source and its run ids.
+STUDY_FILE = "study.json"
 #: Written in a run's folder when the run fails: its error, type and traceback.
 FAILED_FILE = "failed.json"
 

@@ -23,7 +23,7 @@ from agekit.components import Direction
 from agekit.registry import REGISTRY, RegistryError
 from agekit.studies.failures import recorded_failures
 from agekit.studies.figures import write_figures
-from agekit.studies.layout import FAILED_FILE
+from agekit.studies.layout import FAILED_FILE, STUDY_FILE
 from agekit.studies.statistics import (
     flatten,
     holm_adjust,
@@ -131,7 +131,7 @@ def load_records(folder: Path) -> list[dict[str, Any]]:
 
 def _load_study(folder: Path) -> dict[str, Any]:
     """The study.json that ``agekit run`` writes ({} when absent); ReportError when damaged."""
-    path = folder / "study.json"
+    path = folder / STUDY_FILE
     if not path.exists():
         return {}
     return _read_object(path, "running the study again (agekit run) writes it anew")

@@ -30,7 +30,14 @@ from agekit.atomic import write_json_atomic
 from agekit.config import ConfigError, config_to_dict
 from agekit.studies.console import Overall, console, err_console, print_closing, short_summary
 from agekit.studies.failures import record_failure, record_reason, recorded_failures
-from agekit.studies.layout import EVAL_FILE, FAILED_FILE, is_complete, run_dir, study_dir
+from agekit.studies.layout import (
+    EVAL_FILE,
+    FAILED_FILE,
+    STUDY_FILE,
+    is_complete,
+    run_dir,
+    study_dir,
+)
 from agekit.studies.parallel import run_parallel
 from agekit.studies.spec import PlannedRun, StudySpec, load_study, plan
 from agekit.studies.stopping import StudyInterrupted, StudySignals
@@ -158,7 +165,7 @@ def run_study(
             "runs": [r.run_id for r in runs if r.phase != "tune"],
             "tuning_runs": [r.run_id for r in runs if r.phase == "tune"],
         },
-        folder / "study.json",
+        folder / STUDY_FILE,
     )
     pending = [r for r in selected if not is_complete(folder, r)]
     for run in selected:
