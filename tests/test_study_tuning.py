@@ -239,7 +239,7 @@ def test_a_cell_whose_tuning_failed_fails_its_runs_and_names_the_tuning_run(
     assert set(result.failed) == set(finals)
     assert all(tune_ids[1] in reason for reason in result.failed.values())
     report = (out / "report.md").read_text()
-    assert "not every tuning run is evaluated yet" in report
+    assert "(tuning not finished)" in report
 
 
 def test_nan_scores_cannot_be_chosen() -> None:
@@ -272,6 +272,6 @@ def test_a_tuning_key_no_evaluation_holds_fails_the_cells_runs_saying_so(tmp_pat
     result = run_study(path, out=tmp_path / "out", jobs=1, progress=False)
     assert len(result.finished) == 1 and set(result.failed) == {"ring__seed0", "ring__seed1"}
     assert all(
-        "no grid point has a finite mean reconstruction.no_such_key" in reason
+        "no trial has a finite mean reconstruction.no_such_key" in reason
         for reason in result.failed.values()
     )

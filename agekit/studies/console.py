@@ -26,19 +26,38 @@ def clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-class Overall:
-    """Runs done of the total, time elapsed and an estimate of the time left."""
+def run_work(run: Any) -> float:
+    """A planned run's work for the time estimate: its training iterations (1 without them)."""
+    steps = run.config.train.steps
+    return float(steps) if steps else 1.0
 
-    def __init__(self, total: int, skipped: int) -> None:
+
+class Overall:
+    """Runs done of the total, time elapsed and an estimate of the time left.
+
+    The estimate weighs each run by its work (training iterations), so that a study whose short
+    tuning rungs run first does not promise the long final runs at the short runs' pace.
+    """
+
+    def __init__(self, total: int, skipped: int, work: float = 0.0) -> None:
         self.total = total
         self.skipped = skipped
         self.done = 0  # this session, finished or failed
         self.failed = 0
+        #: Work (iterations) of the runs left when the study started, planned or expected.
+        self.work = work
+        self.work_done = 0.0
         self.started = time.monotonic()
 
-    def finish(self, failed: bool = False) -> None:
+    def expect(self, runs: int, work: float) -> None:
+        """Count runs that the plan will hold later (a rung that waits on the one before)."""
+        self.total += runs
+        self.work += work
+
+    def finish(self, failed: bool = False, work: float = 0.0) -> None:
         self.done += 1
         self.failed += int(failed)
+        self.work_done += work
 
     @property
     def elapsed(self) -> float:
@@ -50,6 +69,8 @@ class Overall:
             return "none left"
         if self.done == 0:
             return "estimate after the first run"
+        if self.work > 0 and self.work_done > 0:
+            return f"about {clock(self.elapsed / self.work_done * (self.work - self.work_done))} left"
         return f"about {clock(self.elapsed / self.done * left)} left"
 
     def line(self) -> str:

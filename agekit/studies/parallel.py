@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agekit.studies.console import Overall, parallel_view, short_summary
+from agekit.studies.console import Overall, parallel_view, run_work, short_summary
 from agekit.studies.failures import record_reason
 from agekit.studies.layout import EVAL_FILE, FAILED_FILE, is_complete, read_json, run_dir
 from agekit.studies.spec import PlannedRun
@@ -146,7 +146,7 @@ def run_parallel(
                 run_id = child.run.run_id
                 if code == 0 and is_complete(folder, child.run):
                     result.finished.append(run_id)
-                    overall.finish()
+                    overall.finish(work=run_work(child.run))
                     record = read_json(run_dir(folder, child.run) / EVAL_FILE)
                     done = short_summary(record) if isinstance(record, dict) else run_id
                     show(f"finished {done}")
@@ -156,7 +156,7 @@ def run_parallel(
                 else:
                     reason = _child_failure(folder, child, code)
                     result.failed[run_id] = reason
-                    overall.finish(failed=True)
+                    overall.finish(failed=True, work=run_work(child.run))
                     show(f"failed {run_id}: {reason} (log: {child.log})")
     if signals is not None and signals.received is not None:
         detail = f"the runs in progress ({', '.join(interrupted)}) wrote checkpoints"

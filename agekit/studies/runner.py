@@ -28,7 +28,14 @@ from rich.markup import escape
 from agekit import checkpoint as ckpt
 from agekit.atomic import write_json_atomic
 from agekit.config import ConfigError, config_to_dict
-from agekit.studies.console import Overall, console, err_console, print_closing, short_summary
+from agekit.studies.console import (
+    Overall,
+    console,
+    err_console,
+    print_closing,
+    run_work,
+    short_summary,
+)
 from agekit.studies.failures import record_failure, record_reason, recorded_failures
 from agekit.studies.layout import (
     EVAL_FILE,
@@ -39,7 +46,7 @@ from agekit.studies.layout import (
     study_dir,
 )
 from agekit.studies.parallel import run_parallel
-from agekit.studies.spec import PlannedRun, StudySpec, load_study, plan
+from agekit.studies.spec import PlannedRun, StudySpec, effective_spec, load_study, plan
 from agekit.studies.stopping import StudyInterrupted, StudySignals
 
 #: Re-exported: the names callers of the runner have used (each lives in its own module now).
@@ -116,6 +123,7 @@ def execute(
         # a tuning run's grid point, or the one a tuned cell's run was given
         grid={key: value for key, value in run.grid_values},
         tunes=run.tunes,
+        rung=run.rung,
         status=result.status,
         resumed=resume,
         train_seconds_this_session=train_seconds,
@@ -148,6 +156,7 @@ def run_study(
     spec, source = load_study(path)
     folder = study_dir(spec, out)
     runs = plan(spec, str(source), folder, profile)  # validates everything before any training
+    spec = effective_spec(spec, str(source), profile)
     if only:
         unknown = sorted(set(only) - {r.run_id for r in runs})
         if unknown:
@@ -157,16 +166,7 @@ def run_study(
     else:
         selected = runs
     folder.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(
-        {
-            "study": spec.model_dump(mode="json"),
-            "source": str(source),
-            "profile": profile,
-            "runs": [r.run_id for r in runs if r.phase != "tune"],
-            "tuning_runs": [r.run_id for r in runs if r.phase == "tune"],
-        },
-        folder / STUDY_FILE,
-    )
+    _record_plan(spec, source, profile, runs, folder)
     pending = [r for r in selected if not is_complete(folder, r)]
     for run in selected:
         if run not in pending:
@@ -179,7 +179,9 @@ def run_study(
         f"{result.skipped} already complete, {len(pending)} to run -> {escape(str(folder))}",
         soft_wrap=True,
     )
-    overall = Overall(len(selected), result.skipped)
+    overall = Overall(len(selected), result.skipped, sum(run_work(r) for r in pending))
+    if not only:
+        overall.expect(*_future_rungs(spec, runs))
     jobs = jobs or spec.jobs
     parallel = jobs > 1 and len(pending) > 1
     signals = (
@@ -196,36 +198,78 @@ def run_study(
             else:
                 _run_sequential(folder, batch, spec.eval_seed, overall, result, progress, signals)
 
-        # A tuned cell's runs take the grid point its tuning runs chose, so those train first.
-        train([r for r in pending if r.phase == "tune"])
-        later = [r for r in pending if r.phase != "tune"]
-        if any(r.awaiting_tuning for r in later):
-            later = _after_tuning(spec, str(source), folder, profile, later, overall, result)
-        train(later)
+        # Tuning runs first, rung by rung: a later rung, and a tuned cell's final runs, exist
+        # in the plan only once what they depend on is evaluated.
+        attempted: set[str] = set()
+        while True:
+            ready = [
+                r
+                for r in runs
+                if r.run_id not in attempted
+                and not r.awaiting_tuning
+                and (not only or r.run_id in only)
+                and not is_complete(folder, r)
+            ]
+            stage = [r for r in ready if r.phase == "tune"] or ready
+            if not stage:
+                break
+            attempted.update(r.run_id for r in stage)
+            train(stage)
+            runs = plan(spec, str(source), folder, profile, check=False)
+            _record_plan(spec, source, profile, runs, folder)
+        _fail_awaiting(spec, folder, runs, only, overall, result)
     if report:
         _write_report(folder)
     print_closing(spec, overall, result)
     return result
 
 
-def _after_tuning(
+def _future_rungs(spec: StudySpec, runs: list[PlannedRun]) -> tuple[int, float]:
+    """Runs (and their iterations) of rungs that the plan holds only once the rung before is
+    evaluated: successive halving's rung 1 of each cell that has not planned it yet."""
+    count, work = 0, 0.0
+    for setting in spec.settings:
+        tuning = setting.tuning
+        if tuning is None or tuning.halving is None:
+            continue
+        cells = {r.cell: r for r in runs if r.setting == setting.name and r.phase == "final"}
+        for cell, final in cells.items():
+            if any(r.tunes == cell and r.phase == "tune" and not r.rung for r in runs):
+                continue
+            promoted = tuning.promoted_count() * len(tuning.seeds)
+            count += promoted
+            work += promoted * run_work(final)
+    return count, work
+
+
+def _record_plan(
+    spec: StudySpec, source: Path, profile: str | None, runs: list[PlannedRun], folder: Path
+) -> None:
+    write_json_atomic(
+        {
+            "study": spec.model_dump(mode="json"),
+            "source": str(source),
+            "profile": profile,
+            "runs": [r.run_id for r in runs if r.phase != "tune"],
+            "tuning_runs": [r.run_id for r in runs if r.phase == "tune"],
+        },
+        folder / STUDY_FILE,
+    )
+
+
+def _fail_awaiting(
     spec: StudySpec,
-    source: str,
     folder: Path,
-    profile: str | None,
-    later: list[PlannedRun],
+    runs: list[PlannedRun],
+    only: Sequence[str],
     overall: Overall,
     result: StudyResult,
-) -> list[PlannedRun]:
-    """The final runs re-planned with their cells' choices; those whose cell still lacks one
-    (a tuning run failed or was not selected) are recorded as failed, naming the missing runs."""
-    runs = plan(spec, source, folder, profile, check=False)
-    by_id = {run.run_id: run for run in runs}
-    ready: list[PlannedRun] = []
-    for run in (by_id[r.run_id] for r in later):
-        if not run.awaiting_tuning:
-            if not is_complete(folder, run):
-                ready.append(run)
+) -> None:
+    """Record as failed the selected final runs whose cell's tuning chose nothing, naming the
+    tuning runs still missing (a tuning run failed or was not selected) or saying that none
+    scored."""
+    for run in runs:
+        if not run.awaiting_tuning or (only and run.run_id not in only):
             continue
         missing = [
             r.run_id
@@ -240,14 +284,13 @@ def _after_tuning(
         else:
             metric = next(s.tuning for s in spec.settings if s.name == run.setting)
             reason = (
-                f"its cell's tuning chose nothing: no grid point has a finite mean "
+                f"its cell's tuning chose nothing: no trial has a finite mean "
                 f"{metric.metric if metric else '?'} over its tuning runs (see their eval.json)"
             )
         record_reason(run_dir(folder, run) / FAILED_FILE, run, reason)
         result.failed[run.run_id] = reason
         overall.finish(failed=True)
         console.print(f"[red]failed[/red] {escape(run.run_id)}: {escape(reason)}", soft_wrap=True)
-    return ready
 
 
 def _run_sequential(
@@ -274,13 +317,13 @@ def _run_sequential(
         except Exception as exc:  # one run's failure must not stop the others
             reason = record_failure(folder, run, exc)
             result.failed[run.run_id] = reason
-            overall.finish(failed=True)
+            overall.finish(failed=True, work=run_work(run))
             console.print(
                 f"[red]failed[/red] {escape(run.run_id)}: {escape(reason)}", soft_wrap=True
             )
         else:
             result.finished.append(run.run_id)
-            overall.finish()
+            overall.finish(work=run_work(run))
             console.print(escape(short_summary(record)), soft_wrap=True)
         console.print(overall.line(), highlight=False, soft_wrap=True)
 

@@ -50,7 +50,16 @@ from agekit.config import (
 )
 from agekit.studies.checks import Checker, describe_run
 from agekit.studies.checks import check_runs as check_runs  # re-exported for callers of spec
-from agekit.studies.tuning import TUNE_MARK, Tuning, choose, point_label, require_values
+from agekit.studies.tuning import (
+    SHORT_RUNG_MARK,
+    TUNE_MARK,
+    Choice,
+    Tuning,
+    choose,
+    point_label,
+    ranked,
+    require_values,
+)
 
 
 class MetricSpec(Component):
@@ -64,6 +73,9 @@ class Setting(Strict):
     metrics: list[str | MetricSpec] = Field(default_factory=list)
     #: A grid tried per cell on a validation split before the study's seeds run (.tuning).
     tuning: Tuning | None = None
+    #: The pre-declared primary 'metric.key' of this setting: its comparisons between cells form
+    #: the family of Holm's adjustment; every other metric is reported as descriptive.
+    primary: str | None = Field(None, pattern=r"^[^.]+\..+$")
     #: This setting's training seeds, in place of the study's (a profile's seeds replace both):
     #: a setting whose single runs vary more needs more of them.
     seeds: list[int] | None = Field(None, min_length=1)
@@ -82,6 +94,8 @@ class Profile(Strict):
     #: Dotted keys per setting name.
     settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
     seeds: list[int] | None = None
+    #: Per setting name, keys of its ``[settings.tuning]`` table to replace (e.g. more trials).
+    tuning: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class Reference(Strict):
@@ -137,6 +151,8 @@ class PlannedRun:
     tunes: str | None = None
     #: A final run whose cell's tuning has not finished: its configuration lacks the choice.
     awaiting_tuning: bool = False
+    #: A tuning run's rung under successive halving: SHORT_RUNG_MARK for rung 0, "" otherwise.
+    rung: str = ""
 
 
 def _label(value: Any) -> str:
@@ -151,6 +167,38 @@ def load_study(path: str | Path) -> tuple[StudySpec, Path]:
         return StudySpec.model_validate(raw), path
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, str(path))) from None
+
+
+def effective_spec(spec: StudySpec, source: str, profile: str | None) -> StudySpec:
+    """``spec`` with the named profile's tuning replacements applied to its settings."""
+    if profile is None:
+        return spec
+    if profile not in spec.profiles:
+        known = ", ".join(sorted(spec.profiles)) or "(none)"
+        raise ConfigError(f"{source}: no profile {profile!r}; profiles: {known}")
+    replacements = spec.profiles[profile].tuning
+    if not replacements:
+        return spec
+    settings = []
+    for setting in spec.settings:
+        changes = replacements.get(setting.name)
+        if changes and setting.tuning is None:
+            raise ConfigError(
+                f"{source}: profiles.{profile}.tuning.{setting.name}: the setting has no "
+                "[settings.tuning] table to change"
+            )
+        if changes and setting.tuning is not None:
+            try:
+                tuning = Tuning.model_validate({**setting.tuning.model_dump(), **changes})
+            except ValidationError as exc:
+                where = f"{source} (profiles.{profile}.tuning.{setting.name})"
+                raise ConfigError(_format_errors(exc, where)) from None
+            setting = setting.model_copy(update={"tuning": tuning})
+        settings.append(setting)
+    unknown = set(replacements) - {s.name for s in spec.settings}
+    if unknown:
+        raise ConfigError(f"{source}: profiles.{profile}.tuning: unknown {sorted(unknown)}")
+    return spec.model_copy(update={"settings": settings})
 
 
 def plan(
@@ -168,12 +216,8 @@ def plan(
     the cell is evaluated in ``out_dir`` (:mod:`agekit.studies.tuning`); until then they are
     ``awaiting_tuning``.
     """
-    chosen = None
-    if profile is not None:
-        if profile not in spec.profiles:
-            known = ", ".join(sorted(spec.profiles)) or "(none)"
-            raise ConfigError(f"{source}: no profile {profile!r}; profiles: {known}")
-        chosen = spec.profiles[profile]
+    spec = effective_spec(spec, source, profile)
+    chosen = spec.profiles[profile] if profile is not None else None
     settings = spec.settings or [_default_setting(spec, source)]
     if chosen:
         unknown = set(chosen.settings) - {s.name for s in settings}
@@ -206,18 +250,10 @@ def plan(
             )
             choice = None
             if setting.tuning is not None:
-                tune_runs = builder.tuning_runs(
+                tune_runs, choice = builder.tuning(
                     setting, setting.tuning, cell, axis_values, overrides
                 )
-                runs += [run for group in tune_runs.values() for run in group]
-                choice = choose(
-                    setting.tuning,
-                    {
-                        label: [_evaluation(out_dir, run) for run in group]
-                        for label, group in tune_runs.items()
-                    },
-                    {label: group[0].grid_values for label, group in tune_runs.items()},
-                )
+                runs += tune_runs
             for seed in seeds:
                 runs.append(
                     builder.run(
@@ -230,6 +266,13 @@ def plan(
                         awaiting_tuning=setting.tuning is not None and choice is None,
                     )
                 )
+    for setting in settings:
+        measured = {m.name for r in runs if r.setting == setting.name for m in r.metrics}
+        if setting.primary is not None and setting.primary.split(".", 1)[0] not in measured:
+            raise ConfigError(
+                f"{source}: settings {setting.name!r}: primary {setting.primary!r} names a metric "
+                f"the setting does not run; its metrics: {', '.join(sorted(measured))}"
+            )
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{source}: two runs share an id; give settings distinct names")
@@ -278,44 +321,91 @@ class _RunBuilder:
                 raise ConfigError(f"{self.source}: settings {setting.name!r}: {exc}") from None
         return PlannedRun(run_id, cell, setting.name, seed, axis_values, config, metrics, **fields)
 
-    def tuning_runs(
+    def tuning(
         self,
         setting: Setting,
         tuning: Tuning,
         cell: str,
         axis_values: tuple[tuple[str, Any], ...],
         overrides: Sequence[tuple[str, Any]],
-    ) -> dict[str, list[PlannedRun]]:
-        """Grid point label -> its runs at the tuning seeds, scored on the validation split."""
+    ) -> tuple[list[PlannedRun], Choice | None]:
+        """A cell's tuning runs planned so far (under halving, rung 1 once rung 0 is evaluated)
+        and its choice (None until every deciding run is evaluated)."""
         held_out = [
             ("data.heldout", "validation"),
             ("data.validation_fraction", tuning.validation_fraction),
         ]
-        groups: dict[str, list[PlannedRun]] = {}
-        for point in tuning.points():
-            label = point_label(point, _label)
-            groups[label] = [
+        trials = dict(tuning.points())
+
+        def group(label: str, rung: str, extra: Sequence[tuple[str, Any]]) -> list[PlannedRun]:
+            point = trials[label]
+            folder = point_label(point, _label) if tuning.grid else label
+            return [
                 self.run(
                     setting,
-                    f"{cell}{TUNE_MARK}{label}",
+                    f"{cell}{TUNE_MARK}{folder}{rung}",
                     seed,
                     axis_values,
-                    [*overrides, *point, *held_out],
+                    [*overrides, *point, *held_out, *extra],
                     phase="tune",
                     grid_values=point,
                     tunes=cell,
+                    rung=rung,
                 )
                 for seed in tuning.seeds
             ]
-        measured = {metric.name for metric in next(iter(groups.values()))[0].metrics}
+
+        # a deciding run's configuration is the final runs' schedule: check it before any rung
+        self._check_tuning(setting, tuning, group(next(iter(trials)), "", [])[0])
+        runs: list[PlannedRun] = []
+        promoted: list[str] = list(trials)
+        if tuning.halving is not None:
+            short = {
+                label: group(label, SHORT_RUNG_MARK, [("train.steps", tuning.halving.steps)])
+                for label in trials
+            }
+            runs += [run for runs_ in short.values() for run in runs_]
+            order = ranked(tuning, self._evaluations(short))
+            if not order:
+                return runs, None
+            best = set(order[: tuning.promoted_count()])
+            promoted = [label for label in trials if label in best]
+        deciding = {label: group(label, "", []) for label in promoted}
+        runs += [run for runs_ in deciding.values() for run in runs_]
+        choice = choose(
+            tuning, self._evaluations(deciding), {label: trials[label] for label in deciding}
+        )
+        return runs, choice
+
+    def _evaluations(
+        self, groups: dict[str, list[PlannedRun]]
+    ) -> dict[str, list[dict[str, Any] | None]]:
+        return {label: [_evaluation(self.out_dir, run) for run in g] for label, g in groups.items()}
+
+    def _check_tuning(self, setting: Setting, tuning: Tuning, run: PlannedRun) -> None:
+        """The tuning's metrics are measured, and its schedule is the final runs' own."""
+        where = f"{self.source}: settings {setting.name!r}"
+        measured = {metric.name for metric in run.metrics}
         for role, key in [("metric", tuning.metric), *(("at_most", k) for k in tuning.at_most)]:
             if key.split(".", 1)[0] not in measured:
                 raise ConfigError(
-                    f"{self.source}: settings {setting.name!r}: tuning.{role} {key!r} names a "
-                    f"metric the setting does not run; its metrics: {', '.join(sorted(measured))} "
-                    "(keys are 'metric.key', e.g. 'reconstruction.recon_mse')"
+                    f"{where}: tuning.{role} {key!r} names a metric the setting does not run; its "
+                    f"metrics: {', '.join(sorted(measured))} (keys are 'metric.key', e.g. "
+                    "'reconstruction.recon_mse')"
                 )
-        return groups
+        config = run.config
+        if config.optim.lr_drop_every is not None or config.train.epochs is not None:
+            raise ConfigError(
+                f"{where}: a tuned setting counts its schedule in iterations (train.steps, no "
+                "optim.lr_drop_every or train.epochs): the validation split shortens an epoch, "
+                "so a schedule in epochs would differ between its tuning and final runs"
+            )
+        full = config.train.steps
+        if tuning.halving is not None and (full is None or tuning.halving.steps >= full):
+            raise ConfigError(
+                f"{where}: tuning.halving.steps ({tuning.halving.steps}) must be below the "
+                f"setting's train.steps ({full}): rung 0 is the short budget"
+            )
 
 
 def _profile_overrides(chosen: Profile | None, setting: str) -> list[tuple[str, Any]]:

@@ -1,38 +1,60 @@
 """Tuning a setting per cell on a validation split before the test split judges it.
 
 A setting with a ``[settings.tuning]`` table gives every cell (every combination of the study's
-axes) the same declared grid and the same tuning seeds::
+axes) the same trials at the same tuning seeds. Trials come from optuna: its ``GridSampler`` for
+a ``grid`` of listed values, its quasi-Monte-Carlo ``QMCSampler`` (scrambled Sobol points) for a
+``space`` of continuous ranges. Both samplers place their trials without looking at results, so
+every cell, whatever its divergence, gets the very same trials: an equal, paired budget::
 
     [settings.tuning]
-    grid = { "game.latent_weight" = [125.0, 500.0], "game.fake_margin" = [0.5, 1.0] }
+    space = { "game.latent_weight" = { low = 30.0, high = 500.0, log = true },
+              "optim.lr" = { low = 5e-5, high = 1e-3, log = true } }
+    trials = 8
     metric = "sample-quality.fd_classifier"   # 'metric.key' of the evaluation record
     goal = "min"
-    seeds = [1000]                           # disjoint from the study's seeds
+    seeds = [100, 101]                       # disjoint from the study's seeds
     at_most = { "reconstruction.recon_mse" = 0.03 }   # optional limits on other keys
+    halving = { steps = 500, keep = 0.25 }   # optional: successive halving, two rungs
 
-Each grid point trains once per tuning seed with ``data.heldout = "validation"``: the metrics score
-it on images held out of the train split, never on the test split. Per cell, the grid point with
-the best mean ``metric`` over the tuning seeds, among those whose means respect ``at_most``,
-becomes the configuration of that cell's runs at the study's seeds, which are scored on the test
-split as usual. A cell's runs wait until all its tuning runs are evaluated; the report shows the
-whole grid per cell and what was chosen.
+Each trial trains once per tuning seed with ``data.heldout = "validation"``: the metrics score it
+on images held out of the train split, never on the test split. With ``halving``, every trial
+first trains ``steps`` iterations (rung 0); the best ``keep`` share of them by their mean score
+(those within ``at_most`` first) trains the setting's full budget (rung 1), and only rung 1
+chooses. Per cell, the trial with the best mean ``metric`` over the tuning seeds, among those
+whose means respect ``at_most``, becomes the configuration of that cell's runs at the study's
+seeds, which are scored on the test split as usual.
+
+The validation split shortens an epoch, so a schedule counted in epochs would differ between
+tuning and final runs: a tuned setting must count in iterations (``train.steps``, no
+``optim.lr_drop_every``), which the planner checks.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from agekit.config import Strict
 from agekit.studies.statistics import flatten
 
 #: The part of a tuning run's id and cell that separates it from the cell it tunes.
 TUNE_MARK = "__tune__"
+#: The suffix of a rung-0 (short budget) tuning run's cell under successive halving.
+SHORT_RUNG_MARK = "__rung0"
+#: A chosen value in the outer share of its range (on the range's own scale) is flagged as being
+#: at the edge: the optimum may lie outside what was searched.
+EDGE_SHARE = 0.1
+#: Significant digits of a sampled value, so that a trial's configuration reads and reproduces.
+SIGNIFICANT_DIGITS = 3
+
+Point = tuple[tuple[str, Any], ...]
 
 
 def require_values(table: dict[str, list[Any]], what: str) -> dict[str, list[Any]]:
@@ -43,42 +65,148 @@ def require_values(table: dict[str, list[Any]], what: str) -> dict[str, list[Any
     return table
 
 
+class Range(Strict):
+    """A continuous range to search; ``log`` samples it uniformly on a log scale."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):
+            raise ValueError(f"expected finite low < high, got low={self.low}, high={self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low}")
+        return self
+
+    def position(self, value: float) -> float:
+        """Where ``value`` lies in the range, 0 at low and 1 at high, on the range's scale."""
+        if self.log:
+            return math.log(value / self.low) / math.log(self.high / self.low)
+        return (value - self.low) / (self.high - self.low)
+
+
+class Halving(Strict):
+    """Successive halving with two rungs: every trial at ``steps`` iterations, then the best
+    ``keep`` share of them at the setting's full budget."""
+
+    steps: int = Field(ge=1)
+    keep: float = Field(gt=0.0, lt=1.0)
+
+
 class Tuning(Strict):
-    #: Dotted configuration keys and the values to try, crossed.
-    grid: dict[str, list[Any]] = Field(min_length=1)
+    #: Dotted configuration keys and the values to try, crossed (optuna's GridSampler).
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    #: Dotted configuration keys and continuous ranges (optuna's QMCSampler, scrambled Sobol).
+    space: dict[str, Range] = Field(default_factory=dict)
+    #: Trials drawn from ``space`` (a grid has one trial per point).
+    trials: int | None = Field(None, ge=1)
+    #: Seed of the sampler's scrambling: the trials are a pure function of the table.
+    sampler_seed: int = Field(0, ge=0)
     #: 'metric.key' of the evaluation record to select by (e.g. "sample-quality.fd_classifier").
     metric: str = Field(pattern=r"^[^.]+\..+$")
     goal: Literal["min", "max"]
     #: Training seeds of the tuning runs; they must differ from the study's seeds.
     seeds: list[int] = Field(default_factory=lambda: [1000], min_length=1)
-    #: 'metric.key' -> the largest mean a grid point may have to be chosen.
+    #: 'metric.key' -> the largest mean a trial may have to be chosen.
     at_most: dict[str, float] = Field(default_factory=dict)
     #: Share of the train split held out as the validation split.
     validation_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    halving: Halving | None = None
+    #: Dotted key -> why a chosen value at the edge of its range is accepted (shown in the report).
+    edge_notes: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("grid")
     @classmethod
     def _non_empty_values(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
         return require_values(grid, "grid key")
 
-    def points(self) -> list[tuple[tuple[str, Any], ...]]:
-        """Every grid point as ((key, value), ...), in the grid's order."""
-        keys = list(self.grid)
-        return [
-            tuple(zip(keys, combo, strict=True))
-            for combo in itertools.product(*(self.grid[k] for k in keys))
-        ]
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"tuning seeds repeat: {seeds}")
+        return seeds
+
+    @model_validator(mode="after")
+    def _one_search(self) -> Tuning:
+        if bool(self.grid) == bool(self.space):
+            raise ValueError("give either `grid` (listed values) or `space` (ranges), not both")
+        if self.space and self.trials is None:
+            raise ValueError("a `space` needs `trials`: how many points to draw from it")
+        if self.grid and self.trials is not None:
+            raise ValueError("a `grid` tries every point; `trials` applies to a `space` only")
+        return self
+
+    @property
+    def sampler(self) -> str:
+        return "grid" if self.grid else "qmc"
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self.grid or self.space)
+
+    @cached_property
+    def _trials(self) -> list[tuple[str, Point]]:
+        if self.grid:
+            keys = list(self.grid)
+            return [
+                (point_label(point, str), point)
+                for point in (
+                    tuple(zip(keys, combo, strict=True))
+                    for combo in itertools.product(*(self.grid[k] for k in keys))
+                )
+            ]
+        return [(f"trial{index:02d}", point) for index, point in enumerate(self._drawn())]
+
+    def points(self) -> list[tuple[str, Point]]:
+        """Every trial as (label, ((key, value), ...)), the same for every cell."""
+        return list(self._trials)
+
+    def _drawn(self) -> list[Point]:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        distributions: dict[str, optuna.distributions.BaseDistribution] = {
+            key: optuna.distributions.FloatDistribution(r.low, r.high, log=r.log)
+            for key, r in self.space.items()
+        }
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler = optuna.samplers.QMCSampler(
+                qmc_type="sobol", scramble=True, seed=self.sampler_seed
+            )
+        study = optuna.create_study(sampler=sampler)
+        points = []
+        for _ in range(self.trials or 0):
+            params = study.ask(distributions).params
+            points.append(tuple((key, _round(params[key], self.space[key])) for key in self.space))
+        return points
+
+    def promoted_count(self) -> int:
+        """How many trials rung 1 trains under successive halving (at least one)."""
+        total = len(self._trials)
+        return total if self.halving is None else max(1, math.ceil(total * self.halving.keep))
+
+
+def _round(value: float, bounds: Range) -> float:
+    rounded = float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+    return min(max(rounded, bounds.low), bounds.high)
 
 
 @dataclass(frozen=True)
 class Choice:
     """What a cell's tuning chose, with the evidence."""
 
-    values: tuple[tuple[str, Any], ...]
-    #: Per grid point (its label): mean of the metric, n seeds, and whether it met ``at_most``.
+    label: str
+    values: Point
+    #: Per trial label: mean of the metric, n seeds, and whether it met ``at_most``.
     table: dict[str, dict[str, Any]]
-    #: False when no grid point met ``at_most`` and the best by the metric alone was taken.
+    #: False when no trial met ``at_most`` and the best by the metric alone was taken.
     within_limits: bool
+    #: Dotted keys whose chosen value lies in the outer EDGE_SHARE of their range.
+    edges: tuple[str, ...] = ()
 
 
 def point_label(values: Sequence[tuple[str, Any]], label: Any) -> str:
@@ -86,11 +214,11 @@ def point_label(values: Sequence[tuple[str, Any]], label: Any) -> str:
     return "__".join(f"{key.split('.')[-1]}={label(value)}" for key, value in values)
 
 
-def grid_scores(
+def trial_scores(
     tuning: Tuning, records: dict[str, list[dict[str, Any] | None]]
 ) -> dict[str, dict[str, Any]]:
-    """Per grid point label: the mean ``metric`` over its evaluated tuning runs, their number
-    ``n``, the means of the ``at_most`` keys and whether they are ``within_limits``."""
+    """Per trial label: the mean ``metric`` over its evaluated tuning runs, their number ``n``,
+    the means of the ``at_most`` keys and whether they are ``within_limits``."""
     table: dict[str, dict[str, Any]] = {}
     for label, runs in records.items():
         flat = [flatten(record) for record in runs if record is not None]
@@ -106,28 +234,50 @@ def grid_scores(
     return table
 
 
-def choose(
-    tuning: Tuning, records: dict[str, list[dict[str, Any] | None]], labels: dict[str, Any]
-) -> Choice | None:
-    """The chosen grid point of one cell, or None while any tuning run has no evaluation.
-
-    ``records`` maps each grid point's label to its tuning runs' evaluation records (None for a
-    run not evaluated yet); ``labels`` maps the label to the point's ((key, value), ...).
-    """
+def ranked(tuning: Tuning, records: dict[str, list[dict[str, Any] | None]]) -> list[str] | None:
+    """Trial labels best first (those within ``at_most`` before the rest; unscored trials left
+    out), or None while any of the trials' runs has no evaluation."""
     if any(record is None for runs in records.values() for record in runs):
         return None
-    table = grid_scores(tuning, records)
-    scored = {label: row for label, row in table.items() if math.isfinite(row["mean"])}
-    if not scored:
-        return None
-    allowed = {label: row for label, row in scored.items() if row["within_limits"]}
-    pool = allowed or scored
+    table = trial_scores(tuning, records)
     sign = 1.0 if tuning.goal == "min" else -1.0
-    # the grid's order breaks ties, so the choice does not depend on dict order
-    best = min(pool, key=lambda label: (sign * pool[label]["mean"], list(records).index(label)))
+    order = list(records)
+    scored = [label for label, row in table.items() if math.isfinite(row["mean"])]
+    # the trials' order breaks ties, so the result does not depend on dict order
+    return sorted(
+        scored,
+        key=lambda label: (
+            not table[label]["within_limits"],
+            sign * table[label]["mean"],
+            order.index(label),
+        ),
+    )
+
+
+def choose(
+    tuning: Tuning, records: dict[str, list[dict[str, Any] | None]], labels: dict[str, Point]
+) -> Choice | None:
+    """The chosen trial of one cell, or None while any of its tuning runs has no evaluation.
+
+    ``records`` maps each deciding trial's label (rung 1 under halving) to its tuning runs'
+    evaluation records (None for a run not evaluated yet); ``labels`` maps the label to the
+    trial's ((key, value), ...).
+    """
+    order = ranked(tuning, records)
+    if not order:
+        return None
+    table = trial_scores(tuning, records)
+    best = order[0]
     for label, row in table.items():
         row["chosen"] = label == best
-    return Choice(labels[best], table, within_limits=bool(allowed))
+    edges = tuple(
+        key
+        for key, value in labels[best]
+        if key in tuning.space
+        and min(tuning.space[key].position(value), 1 - tuning.space[key].position(value))
+        < EDGE_SHARE
+    )
+    return Choice(best, labels[best], table, table[best]["within_limits"], edges)
 
 
 def _mean(values: list[float]) -> float:
@@ -136,64 +286,107 @@ def _mean(values: list[float]) -> float:
 
 
 def tuning_lines(study: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
-    """The report's tuning section: per tuned cell, every grid point's validation scores and the
-    choice (empty when the study tunes nothing)."""
+    """The report's tuning section: per tuned cell, every trial's validation scores (per rung),
+    the choice and any chosen value at the edge of its range (empty when nothing is tuned)."""
     settings = {s["name"]: s for s in study.get("settings", []) if s.get("tuning")}
     if not settings:
         return []
     lines = [
         "## Tuning on the validation split",
         "",
-        "Each tuned cell tried every grid point at the tuning seeds, scored on a validation split "
-        "held out of the train split (the test split never took part); the chosen point, marked, "
-        "is what the cell's runs above used.",
+        "Each tuned cell tried the same trials at the same tuning seeds, scored on a validation "
+        "split held out of the train split (the test split never took part); the chosen trial, "
+        "marked, is what the cell's runs above used.",
         "",
     ]
     for name, setting in settings.items():
         tuning = Tuning.model_validate(setting["tuning"])
-        limits = "".join(f", mean {k} at most {v:g}" for k, v in tuning.at_most.items())
-        lines += [
-            f"### {name}",
-            "",
-            f"Grid: {', '.join(f'`{k}` in {v}' for k, v in tuning.grid.items())}; tuning seeds "
-            f"{tuning.seeds}; chosen by the {tuning.goal}imum mean `{tuning.metric}`{limits}; "
-            f"validation fraction {tuning.validation_fraction:g}.",
-            "",
-        ]
+        lines += [f"### {name}", "", _search_text(tuning), ""]
         cells = sorted({r["tunes"] for r in records if r.get("setting") == name and r.get("tunes")})
         for cell in cells:
-            mine = [r for r in records if r.get("tunes") == cell]
-            by_point: dict[str, list[dict[str, Any] | None]] = {}
-            values: dict[str, tuple[tuple[str, Any], ...]] = {}
-            for point in tuning.points():
-                label = point_label(point, str)
-                found: list[dict[str, Any] | None] = [
-                    r for r in mine if _same_point(r.get("grid", {}), point)
-                ]
-                by_point[label] = found + [None] * (len(tuning.seeds) - len(found))
-                values[label] = point
-            choice = choose(tuning, by_point, values)
-            header = ["grid point", f"{tuning.metric} (mean, n)", *tuning.at_most, "chosen"]
-            lines += [
-                f"**{cell.removeprefix(name + '__')}**"
-                + ("" if choice else " (not every tuning run is evaluated yet)"),
-                "",
-                "| " + " | ".join(header) + " |",
-                "|---" * len(header) + "|",
-            ]
-            for label, scores in (
-                choice.table if choice else grid_scores(tuning, by_point)
-            ).items():
-                row = [label.replace("__", ", "), f"{scores['mean']:.4g} (n={scores['n']})"]
-                row += [f"{scores['limits'][k]:.4g}" for k in tuning.at_most]
-                row.append("**yes**" if scores.get("chosen") else "")
-                lines.append("| " + " | ".join(row) + " |")
-            if choice and not choice.within_limits:
-                lines.append("")
-                lines.append("No grid point met the limits; the best by the metric alone was used.")
-            lines.append("")
+            lines += _cell_lines(tuning, cell, [r for r in records if r.get("tunes") == cell])
     return lines
 
 
-def _same_point(grid: dict[str, Any], point: tuple[tuple[str, Any], ...]) -> bool:
+def _search_text(tuning: Tuning) -> str:
+    if tuning.grid:
+        searched = "Grid (optuna GridSampler): " + ", ".join(
+            f"`{k}` in {v}" for k, v in tuning.grid.items()
+        )
+    else:
+        ranges = ", ".join(
+            f"`{k}` in [{r.low:g}, {r.high:g}]{' (log)' if r.log else ''}"
+            for k, r in tuning.space.items()
+        )
+        searched = (
+            f"{tuning.trials} trials (optuna QMCSampler, scrambled Sobol, seed "
+            f"{tuning.sampler_seed}) over {ranges}"
+        )
+    limits = "".join(f", mean `{k}` at most {v:g}" for k, v in tuning.at_most.items())
+    halving = (
+        f" Successive halving: every trial first trains {tuning.halving.steps} iterations; the "
+        f"best {tuning.promoted_count()} by that score train the full budget, which alone chooses."
+        if tuning.halving
+        else ""
+    )
+    return (
+        f"{searched}; tuning seeds {tuning.seeds}; chosen by the {tuning.goal}imum mean "
+        f"`{tuning.metric}`{limits}; validation fraction {tuning.validation_fraction:g}.{halving}"
+    )
+
+
+def _cell_lines(tuning: Tuning, cell: str, mine: list[dict[str, Any]]) -> list[str]:
+    trials = tuning.points()
+    rungs = [SHORT_RUNG_MARK, ""] if tuning.halving else [""]
+    by_rung: dict[str, dict[str, list[dict[str, Any] | None]]] = {}
+    for rung in rungs:
+        by_rung[rung] = {}
+        for label, point in trials:
+            found: list[dict[str, Any] | None] = [
+                r
+                for r in mine
+                if _same_point(r.get("grid", {}), point) and r.get("rung", "") == rung
+            ]
+            if found or rung == rungs[0]:
+                by_rung[rung][label] = found + [None] * (len(tuning.seeds) - len(found))
+    deciding = by_rung[""]
+    choice = choose(tuning, deciding, dict(trials)) if deciding else None
+    short = trial_scores(tuning, by_rung[SHORT_RUNG_MARK]) if tuning.halving else {}
+    final = choice.table if choice else trial_scores(tuning, deciding)
+    header = ["trial", *(k.split(".")[-1] for k in tuning.keys)]
+    if tuning.halving:
+        header.append(f"{tuning.metric} at {tuning.halving.steps} its (mean, n)")
+    header += [f"{tuning.metric} (mean, n)", *tuning.at_most, "chosen"]
+    lines = [
+        f"**{cell.split('__', 1)[-1]}**" + ("" if choice else " (tuning not finished)"),
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---" * len(header) + "|",
+    ]
+    for label, point in trials:
+        row = [label if tuning.space else label.replace("__", ", ")]
+        row += [f"{value:.4g}" if isinstance(value, float) else str(value) for _, value in point]
+        if tuning.halving:
+            row.append(_score_text(short.get(label)))
+        scores = final.get(label)
+        row.append(_score_text(scores) if scores else "not promoted")
+        row += [f"{scores['limits'][k]:.4g}" if scores else "" for k in tuning.at_most]
+        row.append("**yes**" if scores and scores.get("chosen") else "")
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    if choice and not choice.within_limits:
+        lines += ["No trial met the limits; the best by the metric alone was used.", ""]
+    for key in choice.edges if choice else ():
+        note = tuning.edge_notes.get(key, "the optimum may lie outside the searched range")
+        lines += [f"Edge: the chosen `{key}` lies in the outer tenth of its range: {note}.", ""]
+    return lines
+
+
+def _score_text(scores: dict[str, Any] | None) -> str:
+    if not scores:
+        return ""
+    return f"{scores['mean']:.4g} (n={scores['n']})"
+
+
+def _same_point(grid: dict[str, Any], point: Point) -> bool:
     return all(key in grid and grid[key] == value for key, value in point)
