@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import math
 
-import pytest
-
 import numpy as np
+import pytest
 from scipy import stats
 
 from agekit.studies.statistics import (

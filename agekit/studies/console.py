@@ -70,7 +70,8 @@ class Overall:
         if self.done == 0:
             return "estimate after the first run"
         if self.work > 0 and self.work_done > 0:
-            return f"about {clock(self.elapsed / self.work_done * (self.work - self.work_done))} left"
+            pace = self.elapsed / self.work_done
+            return f"about {clock(pace * (self.work - self.work_done))} left"
         return f"about {clock(self.elapsed / self.done * left)} left"
 
     def line(self) -> str:

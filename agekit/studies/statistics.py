@@ -111,9 +111,7 @@ def paired_comparison(a: dict[int, float], b: dict[int, float]) -> dict[str, Any
     return result
 
 
-def detectable_difference(
-    sd_diff: float, n_pairs: int, alpha: float, power: float = 0.8
-) -> float:
+def detectable_difference(sd_diff: float, n_pairs: int, alpha: float, power: float = 0.8) -> float:
     """The smallest true mean difference a two-sided paired t-test at ``alpha`` detects with
     probability ``power`` at ``n_pairs`` pairs, when the differences' spread is ``sd_diff``
     (noncentral t). NaN when it cannot be computed (fewer than two pairs, no spread)."""
