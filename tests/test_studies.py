@@ -298,5 +298,5 @@ def test_closing_table_fits_80_columns_without_cutting_values(
     text = out.getvalue()
     assert "…" not in text
     assert max(len(line) for line in text.splitlines()) <= 80
-    assert "0.11 [0.1, 0.12]" in text  # recon_l1 of a cell: mean [interval], uncut
+    assert "0.11 [0.0852, 0.135]" in text  # recon_l1 of a cell: mean [t interval], uncut
     assert "more metrics in study/report.md" in text

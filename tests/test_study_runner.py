@@ -391,3 +391,19 @@ def test_a_run_process_the_stop_signal_killed_before_its_handler_is_interrupted_
         parallel.run_parallel(path, out, runs, 2, None, Overall(2, 0), result, stop, False)  # type: ignore[arg-type]
     assert not result.failed
     assert all(run.run_id in stopped.value.detail for run in runs)
+
+
+def test_the_time_left_prices_each_settings_work_at_its_own_pace() -> None:
+    from agekit.studies.console import Overall
+
+    overall = Overall(total=6, skipped=0, jobs=2)
+    overall.plan("images", 3 * 1000.0)  # three runs of 1,000 iterations
+    overall.plan("points", 2 * 4000.0)
+    overall.plan("points", 4000.0, runs=1)  # a rung the plan holds later
+    assert overall.total == 7
+    assert overall.estimate() == "estimate after the first run"
+    overall.finish(kind="images", work=1000.0, seconds=600.0)  # 0.6 s per iteration
+    # nothing of "points" finished yet: its 12,000 iterations at the images' pace, two at once
+    assert overall.estimate() == "about 1:10:00 left"  # (2,000 + 12,000) x 0.6 / 2
+    overall.finish(kind="points", work=4000.0, seconds=400.0)  # 0.1 s per iteration
+    assert overall.estimate() == "about 0:16:40 left"  # (2,000 x 0.6 + 8,000 x 0.1) / 2 = 1,000 s

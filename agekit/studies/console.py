@@ -35,29 +35,38 @@ def run_work(run: Any) -> float:
 class Overall:
     """Runs done of the total, time elapsed and an estimate of the time left.
 
-    The estimate weighs each run by its work (training iterations), so that a study whose short
-    tuning rungs run first does not promise the long final runs at the short runs' pace.
+    The estimate prices the work left (training iterations) per kind of run (a study's setting)
+    at the pace its finished runs took, wall time per iteration, and at the pace of all finished
+    runs for a kind none has finished yet: a study's short tuning rungs do not promise its long
+    final runs at their pace, nor a cheap 2-D setting an image setting's.
     """
 
-    def __init__(self, total: int, skipped: int, work: float = 0.0) -> None:
+    def __init__(self, total: int, skipped: int, jobs: int = 1) -> None:
         self.total = total
         self.skipped = skipped
+        self.jobs = max(1, jobs)
         self.done = 0  # this session, finished or failed
         self.failed = 0
-        #: Work (iterations) of the runs left when the study started, planned or expected.
-        self.work = work
-        self.work_done = 0.0
+        #: Iterations still to train, per kind of run.
+        self.left: dict[str, float] = {}
+        #: Wall seconds and iterations of the finished runs, per kind of run.
+        self.spent: dict[str, tuple[float, float]] = {}
         self.started = time.monotonic()
 
-    def expect(self, runs: int, work: float) -> None:
-        """Count runs that the plan will hold later (a rung that waits on the one before)."""
+    def plan(self, kind: str, work: float, runs: int = 0) -> None:
+        """Count ``work`` iterations to come, in ``runs`` runs not yet in the total (a rung
+        that the plan holds only once the rung before is evaluated)."""
+        self.left[kind] = self.left.get(kind, 0.0) + work
         self.total += runs
-        self.work += work
 
-    def finish(self, failed: bool = False, work: float = 0.0) -> None:
+    def finish(
+        self, failed: bool = False, kind: str = "", work: float = 0.0, seconds: float = 0.0
+    ) -> None:
         self.done += 1
         self.failed += int(failed)
-        self.work_done += work
+        self.left[kind] = max(0.0, self.left.get(kind, 0.0) - work)
+        spent_seconds, spent_work = self.spent.get(kind, (0.0, 0.0))
+        self.spent[kind] = (spent_seconds + seconds, spent_work + work)
 
     @property
     def elapsed(self) -> float:
@@ -69,10 +78,13 @@ class Overall:
             return "none left"
         if self.done == 0:
             return "estimate after the first run"
-        if self.work > 0 and self.work_done > 0:
-            pace = self.elapsed / self.work_done
-            return f"about {clock(pace * (self.work - self.work_done))} left"
-        return f"about {clock(self.elapsed / self.done * left)} left"
+        seconds = sum(s for s, _ in self.spent.values())
+        work = sum(w for _, w in self.spent.values())
+        if work <= 0 or seconds <= 0:
+            return f"about {clock(self.elapsed / self.done * left)} left"
+        paces = {kind: s / w for kind, (s, w) in self.spent.items() if w > 0 and s > 0}
+        to_go = sum(paces.get(kind, seconds / work) * w for kind, w in self.left.items())
+        return f"about {clock(to_go / self.jobs)} left"
 
     def line(self) -> str:
         failed = f" ({self.failed} failed)" if self.failed else ""

@@ -146,7 +146,11 @@ def run_parallel(
                 run_id = child.run.run_id
                 if code == 0 and is_complete(folder, child.run):
                     result.finished.append(run_id)
-                    overall.finish(work=run_work(child.run))
+                    overall.finish(
+                        kind=child.run.setting,
+                        work=run_work(child.run),
+                        seconds=time.time() - child.started,
+                    )
                     record = read_json(run_dir(folder, child.run) / EVAL_FILE)
                     done = short_summary(record) if isinstance(record, dict) else run_id
                     show(f"finished {done}")
@@ -156,7 +160,12 @@ def run_parallel(
                 else:
                     reason = _child_failure(folder, child, code)
                     result.failed[run_id] = reason
-                    overall.finish(failed=True, work=run_work(child.run))
+                    overall.finish(
+                        failed=True,
+                        kind=child.run.setting,
+                        work=run_work(child.run),
+                        seconds=time.time() - child.started,
+                    )
                     show(f"failed {run_id}: {reason} (log: {child.log})")
     if signals is not None and signals.received is not None:
         detail = f"the runs in progress ({', '.join(interrupted)}) wrote checkpoints"

@@ -21,10 +21,14 @@ from rich.table import Table
 from agekit.atomic import write_json_atomic
 from agekit.components import Direction
 from agekit.registry import REGISTRY, RegistryError
+from agekit.studies.answer import answer, detectability_lines
 from agekit.studies.failures import recorded_failures
 from agekit.studies.figures import write_figures
 from agekit.studies.layout import FAILED_FILE, STUDY_FILE
 from agekit.studies.statistics import (
+    INTERVAL_METHOD,
+    INTERVAL_NOTE,
+    PAIRED_METHOD,
     flatten,
     holm_adjust,
     mean_ci,
@@ -179,7 +183,11 @@ def write_report(folder: Path) -> dict[str, Any]:
             console.print(f"report: {folder / 'report.md'}", highlight=False, soft_wrap=True)
         return {}
     directions = headline(metric for record in records for metric in record["metrics"])
-    summary = summarise(records, directions)
+    settings = study.get("study", {}).get("settings", [])
+    primaries = {s["name"]: s["primary"] for s in settings if s.get("primary")}
+    limits = {s["name"]: (s.get("tuning") or {}).get("at_most", {}) for s in settings}
+    summary = summarise(records, directions, primaries)
+    summary["answer"] = answer(summary, directions, limits)
     summary["study"] = study.get("study", {}).get("name", folder.name)
     summary["question"] = study.get("study", {}).get("question", "")
     summary["planned_runs"] = study.get("runs", [])
@@ -317,12 +325,12 @@ def _markdown(
             if missing
             else ""
         )
-        + ". Values are means over training seeds (n = seeds per cell) with 95% percentile-"
-        "bootstrap intervals over seeds, which stay inside the observed range; comparisons are "
-        "paired by seed (paired t-test), with p-values Holm-adjusted over every comparison in "
-        "the study (p_holm) and verdicts taken from the adjusted value.",
+        + ".",
         "",
     ]
+    if summary.get("answer"):
+        lines += ["## Answer", "", summary["answer"], ""]
+    lines += _statistics_lines(summary)
     for setting in sorted({e["setting"] for e in summary["cells"].values()}):
         cells = {c: e for c, e in summary["cells"].items() if e["setting"] == setting}
         keys = [
@@ -348,28 +356,7 @@ def _markdown(
                 + " |"
             )
         lines.append("")
-        comparisons = [
-            c
-            for c in summary["comparisons"]
-            if c["setting"] == setting
-            and c["metric"] in directions
-            and directions[c["metric"]] != "reference"
-        ]
-        if comparisons:
-            lines += ["**Paired comparisons** (difference a − b):", ""]
-            lines += [
-                "| metric | a | b | mean diff [95% CI] | p | p_holm | verdict |",
-                "|---|---|---|---|---|---|---|",
-            ]
-            for c in comparisons:
-                verdict = _verdict(c)
-                lines.append(
-                    f"| {c['metric']} | {c['a'].removeprefix(setting + '__')} | "
-                    f"{c['b'].removeprefix(setting + '__')} | {_fmt(c['mean_diff'])} "
-                    f"[{_fmt(c['low'])}, {_fmt(c['high'])}] | {_fmt(c['p_value'])} | "
-                    f"{_fmt(c.get('p_holm', math.nan))} | {verdict} |"
-                )
-            lines.append("")
+        lines += _comparison_lines(summary, setting, directions)
         for figure in figures.get(setting, []):
             lines += [f"![{figure}]({figure})", ""]
     references = study.get("study", {}).get("references", []) if study else []
@@ -401,6 +388,95 @@ def _markdown(
         "",
     ]
     return "\n".join(lines)
+
+
+def _statistics_lines(summary: dict[str, Any]) -> list[str]:
+    """How the numbers below were computed, and what the primary tests could detect."""
+    primaries = summary.get("primaries") or {}
+    family = sum(1 for c in summary["comparisons"] if "p_holm" in c)
+    if primaries:
+        declared = ", ".join(f"{s}: `{k}`" for s, k in sorted(primaries.items()))
+        holm = (
+            f"Holm's adjustment runs over the {family} comparisons of the pre-declared primary "
+            f"metrics ({declared}); every other comparison is descriptive: its p-value is "
+            "unadjusted and carries no verdict."
+        )
+    else:
+        holm = (
+            f"No primary metric is declared, so Holm's adjustment runs over all {family} "
+            "comparisons of metrics with a better direction, a wide family that few differences "
+            "survive at a handful of seeds."
+        )
+    lines = [
+        "## Statistics",
+        "",
+        f"Each cell shows the mean over training seeds with a {INTERVAL_METHOD} and its n; "
+        f"{INTERVAL_NOTE}. Comparisons between cells: {PAIRED_METHOD}; the interval excludes 0 "
+        f"exactly when p < 0.05. {holm}",
+        "",
+    ]
+    detectable = detectability_lines(summary)
+    if detectable:
+        lines += ["What the primary tests could detect at this n:", "", *detectable, ""]
+    return lines
+
+
+def _comparison_lines(
+    summary: dict[str, Any], setting: str, directions: Mapping[str, Direction]
+) -> list[str]:
+    """A setting's per-seed primary values, its tested comparisons and descriptive ones."""
+    mine = [
+        c
+        for c in summary["comparisons"]
+        if c["setting"] == setting and directions.get(c["metric"], "reference") != "reference"
+    ]
+    tested = [c for c in mine if "p_holm" in c]
+    descriptive = [c for c in mine if "p_holm" not in c]
+    lines: list[str] = []
+    primary = (summary.get("primaries") or {}).get(setting)
+    cells = {c: e for c, e in summary["cells"].items() if e["setting"] == setting}
+    if primary:
+        seeds = sorted(
+            {
+                int(s)
+                for e in cells.values()
+                for s in e["metrics"].get(primary, {}).get("values", {})
+            }
+        )
+        lines += [
+            f"**Primary metric** (pre-declared): `{primary}`, per training seed:",
+            "",
+            "| cell | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+            "|---|" + "---|" * len(seeds),
+        ]
+        for cell, entry in cells.items():
+            values = entry["metrics"].get(primary, {}).get("values", {})
+            lines.append(
+                f"| {cell.removeprefix(setting + '__')} | "
+                + " | ".join(_fmt(values[str(s)]) if str(s) in values else "-" for s in seeds)
+                + " |"
+            )
+        lines.append("")
+    for title, rows, adjusted in (
+        ("Tested comparisons (Holm-adjusted)", tested, True),
+        ("Descriptive comparisons (unadjusted p, no verdict)", descriptive, False),
+    ):
+        if not rows:
+            continue
+        header = "| metric | a | b | mean diff a − b [95% t interval] (n pairs) | p |"
+        header += " p_holm | verdict |" if adjusted else ""
+        lines += [f"**{title}**:", "", header, "|---" * (7 if adjusted else 5) + "|"]
+        for c in rows:
+            row = (
+                f"| {c['metric']} | {c['a'].removeprefix(setting + '__')} | "
+                f"{c['b'].removeprefix(setting + '__')} | {_fmt(c['mean_diff'])} "
+                f"[{_fmt(c['low'])}, {_fmt(c['high'])}] (n={c['n_pairs']}) | {_fmt(c['p_value'])} |"
+            )
+            if adjusted:
+                row += f" {_fmt(c['p_holm'])} | {_verdict(c)} |"
+            lines.append(row)
+        lines.append("")
+    return lines
 
 
 def _verdict(comparison: dict[str, Any]) -> str:

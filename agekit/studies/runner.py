@@ -179,10 +179,13 @@ def run_study(
         f"{result.skipped} already complete, {len(pending)} to run -> {escape(str(folder))}",
         soft_wrap=True,
     )
-    overall = Overall(len(selected), result.skipped, sum(run_work(r) for r in pending))
-    if not only:
-        overall.expect(*_future_rungs(spec, runs))
     jobs = jobs or spec.jobs
+    overall = Overall(len(selected), result.skipped, jobs if len(pending) > 1 else 1)
+    for run in pending:
+        overall.plan(run.setting, run_work(run))
+    if not only:
+        for setting, count, work in _future_rungs(spec, runs):
+            overall.plan(setting, work, runs=count)
     parallel = jobs > 1 and len(pending) > 1
     signals = (
         StudySignals(raise_at_once=not parallel) if handle_signals else contextlib.nullcontext()
@@ -224,11 +227,12 @@ def run_study(
     return result
 
 
-def _future_rungs(spec: StudySpec, runs: list[PlannedRun]) -> tuple[int, float]:
-    """Runs (and their iterations) of rungs that the plan holds only once the rung before is
-    evaluated: successive halving's rung 1 of each cell that has not planned it yet."""
-    count, work = 0, 0.0
+def _future_rungs(spec: StudySpec, runs: list[PlannedRun]) -> list[tuple[str, int, float]]:
+    """Per setting, the runs (and their iterations) of rungs that the plan holds only once the
+    rung before is evaluated: successive halving's rung 1 of each cell not planned yet."""
+    future = []
     for setting in spec.settings:
+        count, work = 0, 0.0
         tuning = setting.tuning
         if tuning is None or tuning.halving is None:
             continue
@@ -239,7 +243,8 @@ def _future_rungs(spec: StudySpec, runs: list[PlannedRun]) -> tuple[int, float]:
             promoted = tuning.promoted_count() * len(tuning.seeds)
             count += promoted
             work += promoted * run_work(final)
-    return count, work
+        future.append((setting.name, count, work))
+    return future
 
 
 def _record_plan(
@@ -289,7 +294,7 @@ def _fail_awaiting(
             )
         record_reason(run_dir(folder, run) / FAILED_FILE, run, reason)
         result.failed[run.run_id] = reason
-        overall.finish(failed=True)
+        overall.finish(True, run.setting, run_work(run))
         console.print(f"[red]failed[/red] {escape(run.run_id)}: {escape(reason)}", soft_wrap=True)
 
 
@@ -309,6 +314,7 @@ def _run_sequential(
             console.rule(escape(title))
         else:
             console.print(title, highlight=False, soft_wrap=True)
+        started = time.perf_counter()
         try:
             record = execute(folder, run, eval_seed, progress, handle_signals=handle)
         except StudyInterrupted as stop:
@@ -317,13 +323,13 @@ def _run_sequential(
         except Exception as exc:  # one run's failure must not stop the others
             reason = record_failure(folder, run, exc)
             result.failed[run.run_id] = reason
-            overall.finish(failed=True, work=run_work(run))
+            overall.finish(True, run.setting, run_work(run), time.perf_counter() - started)
             console.print(
                 f"[red]failed[/red] {escape(run.run_id)}: {escape(reason)}", soft_wrap=True
             )
         else:
             result.finished.append(run.run_id)
-            overall.finish(work=run_work(run))
+            overall.finish(False, run.setting, run_work(run), time.perf_counter() - started)
             console.print(escape(short_summary(record)), soft_wrap=True)
         console.print(overall.line(), highlight=False, soft_wrap=True)
 
