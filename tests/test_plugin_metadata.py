@@ -174,7 +174,7 @@ def test_plugin_metric_and_data_set_in_a_study_report(plugin: Path, tmp_path: Pa
         # the rest, alphabetically
         "sample-spread.n_fake",
     ]
-    paired = report.split("**Paired comparisons**")[1].split("##")[0]
+    paired = report.split("**Tested comparisons (Holm-adjusted)**")[1].split("##")[0]
     assert "| sample-spread.spread |" in paired
     assert "sample-spread.real_spread" not in paired and "sample-spread.n_fake" not in paired
     assert (out / "figures" / "metrics_plugin-study.png").stat().st_size > 0
