@@ -222,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--batchnorm",
         choices=("real-data", "running"),
         default="real-data",
-        help="re-estimate batch-norm statistics on real data first, or keep training's",
+        help="batch-norm statistics estimated on real data, as the checkpoint stores them and "
+        "agekit sample uses them (real-data), or the running ones training left (running)",
     )
     p.set_defaults(func=cmd_evaluate)
     _add_study_commands(sub)

@@ -324,3 +324,6 @@ class EvaluationContext:
     seed: int
     cache_dir: Any  # pathlib.Path; Any keeps this module free of filesystem concerns
     divergences: dict[str, Divergence]
+    #: The key of ``divergences`` that the run trained with, built with the run's options; the
+    #: others have their defaults. None when the context was not built from a run.
+    run_divergence: str | None = None

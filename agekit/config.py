@@ -182,19 +182,25 @@ class BackboneConfig(Component):
 
 
 class AdaptiveAdversary(Strict):
-    """The reference code's ``--adaptive_advesary_weight`` controller, on agekit's divergence scale.
+    """The adaptive weight on D(e(g(z))) in the encoder step, from an unmerged branch of the
+    reference code.
 
-    After every iteration the encoder's weight on D(e(g(z))) grows by ``increase`` (times
-    lr / start lr); when D(e(x)) or D(e(g(z))) exceeds ``threshold`` it drops by ``decrease``
-    instead, floored at 0, with no upper bound unless ``maximum`` is set. It keeps the encoder
+    It is the ``--adaptive_advesary_weight`` option of ``age.py`` on the ``cAGE`` branch of
+    DmitryUlyanov/AGE (commit 058cdf9), not of the master branch whose ``age.py`` the reference
+    README runs (docs/method.md, "The adaptive adversary"). After every iteration the weight grows
+    by ``increase`` times lr / start lr; then, when D(e(x)) or D(e(g(z))) of that iteration's
+    encoder step exceeds ``threshold``, it drops by ``decrease`` times lr / start lr, floored at 0.
+    There is no upper bound unless ``maximum`` is set (the branch has none). It keeps the encoder
     from driving the divergences far from the prior, which is how a plain implementation collapses
     the encoder.
 
-    The reference's threshold is 1.05 times its KL's value for codes distributed like the sphere
-    prior, log M - 1/2 + 1/(2 M^2) per dimension; agekit's ``gaussian-kl`` is 0 there and has
-    half the reference's gradient, so the same point is 0.05 x that / 2 nats per dimension
-    (0.057 at M = 16, 0.091 at M = 64, 0.109 at M = 128). ``threshold = None`` computes it; it
-    needs the sphere prior (set a number for any other).
+    ``threshold`` is in the units of the configured divergence's formula (nats per latent
+    dimension for ``gaussian-kl`` and the default ``kozachenko-leonenko``, total nats for the
+    latter's ``per_dimension = false``, the reference formula's own value for
+    ``reference_code_variance``). ``None`` is the branch's threshold in those units on the sphere
+    prior (:func:`agekit.adversary.default_threshold`); set a number for any other prior or
+    divergence. A threshold that the divergence exceeds for codes drawn from the prior, at
+    ``data.batch_size``, is refused: there the weight would be driven to 0.
     """
 
     increase: float = Field(0.001, ge=0)
@@ -204,10 +210,25 @@ class AdaptiveAdversary(Strict):
     maximum: float | None = Field(None, gt=0)
 
 
+#: The branch's ``--th``: its threshold is this multiple of the ideal KL.
+REFERENCE_TH = 1.05
+
+
+def reference_ideal_kl(latent_dim: int) -> float:
+    """The branch's ``get_ideal_KL(nz)``: its KL formula, the mean over dimensions of
+    (v^2 + m^2)/2 - log v - 1/2, at the sphere's per-coordinate moments m = 0, v = 1/M."""
+    return math.log(latent_dim) - 0.5 + 0.5 / latent_dim**2
+
+
 def reference_adversary_threshold(latent_dim: int) -> float:
-    """The reference code's adaptive-adversary threshold at M = ``latent_dim``, agekit's units."""
-    ideal = math.log(latent_dim) - 0.5 + 0.5 / latent_dim**2
-    return 0.05 * ideal / 2
+    """The branch's threshold carried over to ``gaussian-kl`` (nats per latent dimension).
+
+    The branch's threshold lies 5% of the ideal KL above the ideal KL. ``gaussian-kl`` is 0 at the
+    prior and its log-variance term, -log(v')/2, is half the branch's -log v, so the same excess is
+    0.05 x ideal / 2 here (0.057 at M = 16, 0.091 at M = 64, 0.109 at M = 128). A translation,
+    not the branch's number: the two formulas differ in shape, not only by a constant.
+    """
+    return (REFERENCE_TH - 1.0) * reference_ideal_kl(latent_dim) / 2
 
 
 class GameConfig(Strict):
@@ -375,6 +396,10 @@ def parse_config(raw: dict[str, Any], source: str = "<config>") -> ExperimentCon
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, source)) from None
     validate_components(config, source)
+    if config.game.adaptive_adversary is not None:
+        from agekit.adversary import check_adaptive_adversary
+
+        check_adaptive_adversary(config, source)
     return config
 
 

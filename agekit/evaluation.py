@@ -10,7 +10,6 @@ import torch
 
 from agekit import checkpoint as ckpt
 from agekit.atomic import write_json_atomic as write_json_atomic  # re-exported for the runner
-from agekit.batchnorm import reestimate_batchnorm
 from agekit.components import (
     ComponentInputError,
     DataSource,
@@ -51,14 +50,28 @@ def default_metrics(
     return names
 
 
-def latent_divergences(prior: Prior) -> tuple[dict[str, Divergence], dict[str, str]]:
-    """Registered divergences (default options) that can serve ``prior``; why the others can't."""
+def latent_divergences(
+    prior: Prior, run_divergence: Component | None = None
+) -> tuple[dict[str, Divergence], dict[str, str]]:
+    """Registered divergences that can serve ``prior``; why the others can't.
+
+    ``run_divergence`` (a run's ``divergence`` section) is built with its own options, so that a
+    run trained with, say, k = 5 is scored with k = 5; every other divergence has its defaults.
+    """
     usable: dict[str, Divergence] = {}
     unusable: dict[str, str] = {}
     probe = prior.sample(16, torch.Generator().manual_seed(0), dtype=torch.float64)
-    for name in REGISTRY.available("divergence"):
+    names = set(REGISTRY.available("divergence"))
+    if run_divergence is not None:
+        names.add(run_divergence.name)
+    for name in sorted(names):
+        options = (
+            run_divergence.options
+            if run_divergence is not None and name == run_divergence.name
+            else {}
+        )
         try:
-            divergence = create("divergence", name)
+            divergence = create("divergence", name, **options)
             divergence.validate(probe, prior)
         except (RegistryError, ComponentInputError, ValueError) as exc:
             unusable[name] = str(exc)
@@ -77,24 +90,30 @@ def evaluate(
 ) -> dict[str, Any]:
     """Run ``metrics`` on the newest checkpoint of ``run_dir``; returns scores and protocols.
 
-    ``batchnorm = "real-data"`` first re-estimates the networks' batch-norm statistics
-    (:mod:`agekit.batchnorm`: the encoder's from real training images, whereas training leaves them
-    mostly from generated ones; the generator's for prior samples and for real codes, loaded per
-    metric by its ``generator_inputs``); ``"running"`` keeps the statistics training left. Metrics
-    that run the networks in eval mode use them; the choice is recorded under ``"batchnorm"``.
+    ``batchnorm = "real-data"`` evaluates the networks with the batch-norm statistics estimated
+    on real data that the checkpoint stores (:func:`agekit.model.load_trained`, the same ones
+    ``agekit sample`` and :mod:`agekit.inference` use: the encoder's from real training images,
+    whereas training leaves them mostly from generated ones; the generator's for prior samples
+    and for real codes, loaded per metric by its ``generator_inputs``). They do not depend on
+    ``seed``, which seeds the metrics' sampling only. ``"running"`` keeps the statistics training
+    left. Metrics that run the networks in eval mode use them; the choice is recorded under
+    ``"batchnorm"``.
     """
+    if batchnorm not in ("real-data", "running"):
+        raise ValueError(f"batchnorm must be 'real-data' or 'running', got {batchnorm!r}")
     path = ckpt.resolve(run_dir)
-    model, state = load_trained(path, device)
-    generator_statistics = None
-    if batchnorm == "real-data":
-        batchnorm_protocol, generator_statistics = reestimate_batchnorm(
-            model.pair.encoder, model.pair.generator, model.prior, model.data, seed=seed
-        )
+    model, state = load_trained(
+        path, device, batchnorm="evaluation" if batchnorm == "real-data" else "running"
+    )
+    if model.statistics is not None:
+        batchnorm_protocol = dict(model.statistics.protocol)
     elif batchnorm == "running":
         batchnorm_protocol = {"batchnorm": "running statistics from training"}
     else:
-        raise ValueError(f"batchnorm must be 'real-data' or 'running', got {batchnorm!r}")
-    divergences, unusable = latent_divergences(model.prior)
+        batchnorm_protocol = {
+            "batchnorm": "running statistics from training (conditional data: not re-estimated)"
+        }
+    divergences, unusable = latent_divergences(model.prior, model.config.divergence)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     context = EvaluationContext(
         encoder=model.pair.encoder,
@@ -106,12 +125,12 @@ def evaluate(
         seed=seed,
         cache_dir=cache,
         divergences=divergences,
+        run_divergence=model.config.divergence.name,
     )
     results: dict[str, Any] = {}
     for spec in metrics:
         metric = create("metric", spec.name, **spec.options)
-        if generator_statistics is not None:
-            generator_statistics.load(model.pair.generator, metric.generator_inputs)
+        model.generator_for(metric.generator_inputs)
         torch.manual_seed(seed)
         results[spec.name] = metric(context)
     return {

@@ -16,11 +16,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from agekit.components import Divergence, Encoder, Generator, Prior, ReconstructionLoss
+from agekit.config import GameConfig
 
 #: The game's terms as the training log names them (``metrics.jsonl`` keys -> labels), in the
 #: order progress lines and study figures show them: D(e(x)), D(e(g(z))), L_X and L_Z.
@@ -32,14 +34,25 @@ TERM_LABELS: dict[str, str] = {
 }
 
 
+def _config_default(name: str) -> Any:
+    """The default of ``[game] name`` in a configuration file."""
+    return GameConfig.model_fields[name].default
+
+
 @dataclass(frozen=True)
 class GameWeights:
-    latent_weight: float = 1000.0  # lambda
-    data_weight: float = 10.0  # mu
-    generator_data_weight: float = 0.0
-    encoder_latent_weight: float = 0.0
-    #: The encoder's reward for D(e(g(z))) is min(D, fake_margin) when set.
-    fake_margin: float | None = None
+    """The weights of the two objectives; each field means what ``[game]`` of the same name does.
+
+    The defaults are :class:`agekit.config.GameConfig`'s, so an :class:`AGEGame` built in Python
+    without weights plays the game of a configuration file whose ``[game]`` table is empty.
+    """
+
+    latent_weight: float = _config_default("latent_weight")  # lambda
+    data_weight: float = _config_default("data_weight")  # mu
+    generator_data_weight: float = _config_default("generator_data_weight")
+    encoder_latent_weight: float = _config_default("encoder_latent_weight")
+    #: The encoder's reward for D(e(g(z))) is min(D, fake_margin); None (or inf) leaves it uncapped.
+    fake_margin: float | None = _config_default("fake_margin")
 
 
 @dataclass
@@ -178,10 +191,13 @@ class AGEGame:
 
 
 class AdaptiveAdversaryWeight:
-    """The reference code's adaptive weight on D(e(g(z))) in the encoder step (see config).
+    """The adaptive weight on D(e(g(z))) in the encoder step, as ``age.py`` on the reference
+    code's unmerged ``cAGE`` branch updates it (see :class:`agekit.config.AdaptiveAdversary`).
 
-    The encoder step's ``adversary_weight``: it shrinks while either divergence is above the
-    threshold and grows otherwise, by steps scaled with the learning rate's ratio to its start.
+    The encoder step's ``adversary_weight``. After every iteration it grows by ``increase``;
+    then, when either divergence of the iteration is above ``threshold``, it drops by
+    ``decrease``, floored at 0; both steps are scaled by the learning rate's ratio to its start.
+    An iteration above the threshold therefore nets ``increase - decrease``, as in the branch.
     """
 
     def __init__(
@@ -197,10 +213,9 @@ class AdaptiveAdversaryWeight:
         self.weight = initial
 
     def update(self, kl_real: float, kl_fake: float, lr_ratio: float) -> float:
+        self.weight = min(self.maximum, self.weight + self.increase * lr_ratio)
         if kl_real > self.threshold or kl_fake > self.threshold:
             self.weight = max(0.0, self.weight - self.decrease * lr_ratio)
-        else:
-            self.weight = min(self.maximum, self.weight + self.increase * lr_ratio)
         return self.weight
 
 

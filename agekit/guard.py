@@ -5,7 +5,8 @@ training with :class:`TrainingDiverged`: the step, what was not finite (the term
 entering which divergence terms), the networks' non-finite weights if any, and the last good
 checkpoint. The codes are checked before the divergence sees them, because the divergence would
 otherwise reject them with its own input check (codes off the prior's support) and the user would
-read that instead.
+read that instead. The weights are checked before every checkpoint is written, so that the
+checkpoint an error names as the last good one holds finite weights.
 
 Every process of a multi-process run stops at the same check: terms are averaged over the ranks
 (a NaN anywhere is a NaN everywhere), gathered codes are the same on every rank, and local codes
@@ -77,14 +78,33 @@ class NonFiniteGuard:
         bad = [name for name, t in zip(terms, values, strict=True) if not bool(torch.isfinite(t))]
         raise self.error(", ".join(bad))
 
-    def error(self, where: str) -> TrainingDiverged:
-        """The error of a step that produced NaN or inf in ``where``, naming non-finite weights."""
-        bad = [
+    def check_weights(self, where: str, across_ranks: bool = True) -> None:
+        """Stop when a parameter or buffer of the networks is NaN or inf (``where`` in the error).
+
+        A term is checked before its update, so the step's last update can leave non-finite weights
+        that nothing checks until the next step: a checkpoint written in between would hold them.
+        With ``across_ranks`` (every process calls it at the same point) a bad weight on any rank
+        stops them all; without, only this process's copy is checked, for the one process that
+        writes checkpoints (a collective there would wait forever for the others).
+        """
+        bad = bool(self.non_finite_weights())
+        if self.multi_process and across_ranks:
+            bad = distributed.any_rank(bad, self.device)
+        if bad:
+            raise self.error(where)
+
+    def non_finite_weights(self) -> list[str]:
+        """The parameters and buffers (``encoder.<name>``) that hold NaN or inf, in this process."""
+        return [
             f"{role}.{name}"
             for role, net in self.networks.items()
             for name, value in net.state_dict().items()
             if value.is_floating_point() and not bool(torch.isfinite(value).all())
         ]
+
+    def error(self, where: str) -> TrainingDiverged:
+        """The error of a step that produced NaN or inf in ``where``, naming non-finite weights."""
+        bad = self.non_finite_weights()
         weights = ""
         if bad:
             more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""

@@ -5,6 +5,14 @@ Every function takes a :class:`agekit.model.Model` (from :func:`agekit.model.loa
 of them writes a file (the ``agekit`` commands of the same names draw the results). The networks
 run in eval mode without gradients, and their previous train/eval mode is restored afterwards.
 
+Batch norm: a model from :func:`~agekit.model.load_trained` carries the statistics evaluation
+scores it with (``model.statistics``, :mod:`agekit.batchnorm`): the encoder's from real images,
+the generator's for prior samples where it decodes z (:func:`sample`) and for codes of real data
+where it decodes codes (:func:`reconstruct`, :func:`interpolate`). So ``sample(model, n, seed)``
+decodes the same z with the same networks as evaluation with that seed does. A model from
+:func:`~agekit.model.build_model` (``model.statistics`` None) runs with its running statistics;
+colorization models always do.
+
 Image tensors follow the model's data: images in [-1, 1] as ``(N, C, H, W)`` for unconditional
 image data, vectors ``(N, D)`` for vector data; colorization works in RGB in [0, 1],
 ``(N, 3, H, W)``. Conventions of the paper: ``e`` is the encoder, ``g`` the generator, codes live
@@ -103,8 +111,9 @@ def sample(model: Model, n: int, seed: int = 0) -> Tensor:
     if n < 1:
         raise InferenceError(f"n must be at least 1, got {n}")
     z = model.prior.sample(n, torch.Generator().manual_seed(seed)).to(device_of(model))
+    generator = model.generator_for("prior")
     with _evaluating(model):
-        return model.pair.generator(z).float().cpu()
+        return generator(z).float().cpu()
 
 
 def encode(model: Model, x: Tensor) -> Tensor:
@@ -117,8 +126,9 @@ def encode(model: Model, x: Tensor) -> Tensor:
 def reconstruct(model: Model, x: Tensor) -> Tensor:
     """Reconstructions g(e(x)) of data ``x`` (``(N, *data shape)``), same shape, on the CPU."""
     require_unconditional(model, "reconstruct")
+    generator = model.generator_for("codes")
     with _evaluating(model):
-        return model.pair.generator(model.pair.encoder(x.to(device_of(model)))).float().cpu()
+        return generator(model.pair.encoder(x.to(device_of(model)))).float().cpu()
 
 
 def interpolate(model: Model, start: Tensor, end: Tensor, steps: int) -> Tensor:
@@ -134,11 +144,13 @@ def interpolate(model: Model, start: Tensor, end: Tensor, steps: int) -> Tensor:
     if steps < 2:
         raise InferenceError(f"steps must be at least 2 (the two ends), got {steps}")
     device = device_of(model)
+    # The path runs between codes of real data, so the generator decodes it as it does codes.
+    generator = model.generator_for("codes")
     with _evaluating(model):
         codes_start = model.pair.encoder(start.to(device))
         codes_end = model.pair.encoder(end.to(device))
         rows = [
-            model.pair.generator(_great_circle(a, b, steps, model.prior)).float().cpu()
+            generator(_great_circle(a, b, steps, model.prior)).float().cpu()
             for a, b in zip(codes_start, codes_end, strict=True)
         ]
     if not rows:

@@ -2,35 +2,48 @@
 
 :func:`build_model` resolves every component a configuration names (prior, data, backbone,
 divergence, losses) and assembles the single-process game; :func:`load_trained` does the same
-from a checkpoint's saved configuration and loads the trained weights. The trainer, evaluation and
-the commands that sample, reconstruct or interpolate all start here; none of them needs the
-training loop.
+from a checkpoint's saved configuration and loads the trained weights and the batch-norm statistics
+every consumer evaluates and samples with (:func:`use_evaluation_statistics`). The trainer,
+evaluation and the commands that sample, reconstruct or interpolate all start here; none of them
+needs the training loop.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from agekit import checkpoint as ckpt
-from agekit.components import DataSource, EncoderGenerator, Prior
-from agekit.config import ExperimentConfig, parse_config, reference_adversary_threshold
+from agekit.adversary import resolve_threshold
+from agekit.batchnorm import EvaluationStatistics, estimate_statistics
+from agekit.components import DataSource, EncoderGenerator, Generator, Prior
+from agekit.config import ExperimentConfig, parse_config
 from agekit.datasets.validation import hold_out_validation
 from agekit.filters import low_pass
 from agekit.game import AdaptiveAdversaryWeight, AGEGame, GameWeights, RegressionObjective
 from agekit.registry import create
 
 __all__ = [
+    "STATISTICS_KEY",
     "DeviceUnavailable",
     "Model",
     "build_model",
     "load_trained",
     "resolve_device",
+    "use_evaluation_statistics",
 ]
+
+#: The note a checkpoint without stored batch-norm statistics gets (agekit's commands print it).
+log = logging.getLogger(__name__)
+
+#: The checkpoint key of the statistics :func:`use_evaluation_statistics` loads.
+STATISTICS_KEY = "batchnorm_statistics"
 
 
 class DeviceUnavailable(RuntimeError):
@@ -75,6 +88,16 @@ class Model:
     game: AGEGame
     #: Set when ``game.objective = "regression"``: the generator-only baseline.
     regression: RegressionObjective | None = None
+    #: The batch-norm statistics the networks are evaluated and sampled with, once
+    #: :func:`use_evaluation_statistics` gave them (None: the running statistics of training).
+    statistics: EvaluationStatistics | None = None
+
+    def generator_for(self, inputs: Literal["prior", "codes"]) -> Generator:
+        """The generator, with the batch-norm statistics for decoding ``inputs`` (prior samples
+        or codes of real data) loaded when the model has evaluation statistics."""
+        if self.statistics is not None:
+            self.statistics.generator.load(self.pair.generator, inputs)
+        return self.pair.generator
 
 
 def build_model(config: ExperimentConfig, device: torch.device) -> Model:
@@ -119,13 +142,55 @@ def build_adversary(config: ExperimentConfig) -> AdaptiveAdversaryWeight | None:
     if adaptive is None:
         return None
     settings = adaptive.model_dump()
-    if settings["threshold"] is None:  # the config checked that the prior is the sphere
-        settings["threshold"] = reference_adversary_threshold(config.prior.dim)
+    prior = create("prior", config.prior.name, dim=config.prior.dim, **config.prior.options)
+    divergence = create("divergence", config.divergence.name, **config.divergence.options)
+    settings["threshold"] = resolve_threshold(config, prior, divergence)
     return AdaptiveAdversaryWeight(**settings)
 
 
-def load_trained(path: str | Path, device: str = "auto") -> tuple[Model, dict[str, Any]]:
-    """Rebuild the model of a checkpoint (file or run folder) for sampling and evaluation."""
+def use_evaluation_statistics(
+    model: Model, stored: Mapping[str, Any] | None = None
+) -> EvaluationStatistics | None:
+    """Give ``model``'s networks the batch-norm statistics that evaluation, the image commands and
+    :mod:`agekit.inference` all use, and keep them as ``model.statistics``.
+
+    ``stored`` is what a checkpoint holds under ``"batchnorm_statistics"`` (the trainer writes
+    it: :func:`agekit.batchnorm.estimate_statistics`); without it they are estimated now, with
+    the same protocol, from the model's data. Conditional models keep the running statistics of
+    training (nothing is re-estimated for them) and get None. The generator is left with the
+    prior-sample statistics loaded; :meth:`Model.generator_for` switches.
+    """
+    if model.data.condition_shape is not None:
+        model.statistics = None
+        return None
+    if stored is not None:
+        statistics = EvaluationStatistics.from_state(stored)
+        statistics.protocol["source"] = "stored in the checkpoint when it was written"
+    else:
+        estimated = estimate_statistics(
+            model.pair.encoder, model.pair.generator, model.prior, model.data
+        )
+        assert estimated is not None  # unconditional data
+        statistics = estimated
+        statistics.protocol["source"] = "estimated when the model was loaded"
+    statistics.load(model.pair.encoder, model.pair.generator, "prior")
+    model.statistics = statistics
+    return statistics
+
+
+def load_trained(
+    path: str | Path,
+    device: str = "auto",
+    batchnorm: Literal["evaluation", "running"] = "evaluation",
+) -> tuple[Model, dict[str, Any]]:
+    """Rebuild the model of a checkpoint (file or run folder) for sampling and evaluation.
+
+    ``batchnorm = "evaluation"`` gives the networks the statistics every agekit consumer uses
+    (:func:`use_evaluation_statistics`); a checkpoint that does not store them gets them estimated
+    from the run's data, with a warning. ``"running"`` keeps the running statistics of training.
+    """
+    if batchnorm not in ("evaluation", "running"):
+        raise ValueError(f"batchnorm must be 'evaluation' or 'running', got {batchnorm!r}")
     path = ckpt.resolve(path)
     target = resolve_device(device)
     state = ckpt.load(path, map_location=target)
@@ -133,4 +198,14 @@ def load_trained(path: str | Path, device: str = "auto") -> tuple[Model, dict[st
     model = build_model(config, target)
     model.pair.encoder.load_state_dict(state["encoder"])
     model.pair.generator.load_state_dict(state["generator"])
+    if batchnorm == "evaluation":
+        stored = state.get(STATISTICS_KEY)
+        if stored is None and model.data.condition_shape is None:
+            log.warning(
+                "%s holds no batch-norm statistics for evaluation; estimating them from the "
+                "run's training data (%s)",
+                path,
+                config.data.name,
+            )
+        use_evaluation_statistics(model, stored)
     return model, state

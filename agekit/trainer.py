@@ -32,11 +32,18 @@ from torch import Tensor
 
 from agekit import checkpoint as ckpt
 from agekit import distributed
+from agekit.batchnorm import estimate_statistics
 from agekit.config import ExperimentConfig, config_to_dict
 from agekit.datasets.stream import BatchStream
 from agekit.game import AGEGame, RegressionObjective
 from agekit.guard import NonFiniteGuard, TrainingDiverged
-from agekit.model import DeviceUnavailable, build_adversary, build_model, resolve_device
+from agekit.model import (
+    STATISTICS_KEY,
+    DeviceUnavailable,
+    build_adversary,
+    build_model,
+    resolve_device,
+)
 from agekit.progress import (
     TensorBoardLog,
     append_record,
@@ -54,6 +61,10 @@ log = logging.getLogger(__name__)
 
 #: TrainingDiverged is raised from here for callers (``agekit.trainer.TrainingDiverged``).
 __all__ = ["Callback", "TrainResult", "Trainer", "TrainingDiverged"]
+
+
+#: Where the guard's error says it found NaN or inf when a checkpoint was due.
+_UNSAVED = "the weights due in this step's checkpoint, which was not written"
 
 
 class Callback(Protocol):
@@ -165,7 +176,17 @@ class Trainer:
             "stream": self.stream.state_dict(),
             "rng": ckpt.rng_state(self.z_generator),
             "config": config_to_dict(self.config),
+            # What evaluation, the image commands and agekit.inference use the networks with.
+            STATISTICS_KEY: self._evaluation_statistics(),
         }
+
+    def _evaluation_statistics(self) -> dict[str, Any] | None:
+        """The batch-norm statistics a checkpoint stores (:mod:`agekit.batchnorm`), estimated on
+        copies of the networks so that training goes on exactly as without them."""
+        statistics = estimate_statistics(
+            self.encoder, self.generator, self.model.prior, self.model.data
+        )
+        return None if statistics is None else statistics.to_state()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
@@ -181,6 +202,10 @@ class Trainer:
         ckpt.restore_rng_state(state["rng"], self.z_generator)
 
     def save_checkpoint(self) -> Path:
+        """Write this step's checkpoint; TrainingDiverged, writing nothing, if a weight is not
+        finite (the error names the last checkpoint, which therefore holds finite weights)."""
+        self.guard.step = self.step
+        self.guard.check_weights(_UNSAVED, across_ranks=False)  # only this process writes
         path = self.checkpoint_dir / f"step_{self.step:08d}.pt"
         ckpt.save_atomic(self.state_dict(), path)
         ckpt.prune(self.checkpoint_dir, self.config.train.keep_checkpoints)
@@ -293,6 +318,7 @@ class Trainer:
         return z.to(self.device, non_blocking=True)
 
     def _apply_lr_schedule(self) -> None:
+        """Both optimisers' rate for the epoch of the batch last drawn from the stream."""
         o = self.config.optim
         if o.lr_drop_every is None:
             return
@@ -313,6 +339,9 @@ class Trainer:
         # without it. For conditional data the divergences still see the whole batch of codes
         # (mixed conditions, paper section 3.2); fakes are g(z | the batch's own conditions).
         x, condition = self.stream.next_conditioned()
+        # Only now: the stream enters a new epoch when it hands out that epoch's first batch, and
+        # this batch's updates must run at its epoch's rate.
+        self._apply_lr_schedule()
         if self.config.train.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
             if condition is not None and condition.ndim == 4:
@@ -440,7 +469,6 @@ class Trainer:
                     status = "time-limit"
                     break
                 started = time.perf_counter()
-                self._apply_lr_schedule()
                 record = self.train_step()
                 self.step += 1
                 window_steps += 1
@@ -464,9 +492,12 @@ class Trainer:
                     progress.update(self.step, entry)
                 if self.is_main and self.step % t.image_every == 0:
                     self.write_images()
-                if self.is_main and self.step % t.checkpoint_every == 0:
-                    self.save_checkpoint()
+                if self.step % t.checkpoint_every == 0:
+                    self._check_before_checkpoint()
+                    if self.is_main:
+                        self.save_checkpoint()
                 progress.update(self.step)
+            self._check_before_checkpoint()
             # Still under the signal handlers: a second signal during this write exits at once
             # (the write is atomic: the older checkpoints stay as they were).
             if self.is_main:
@@ -478,6 +509,12 @@ class Trainer:
         result = TrainResult(self.run_dir, self.step, self.stream.epoch, status, last)
         self._emit("end", {"step": self.step, "status": status})
         return result
+
+    def _check_before_checkpoint(self) -> None:
+        """The guard's weight check on every process, so that all stop at the same step when the
+        checkpoint that rank 0 is about to write would hold NaN or inf."""
+        self.guard.step = self.step
+        self.guard.check_weights(_UNSAVED)
 
     def _stop_requested(self, signals: StopSignals) -> bool:
         """Whether a stop signal has arrived; under torchrun, on any rank (the ranks must stop

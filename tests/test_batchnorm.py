@@ -1,11 +1,31 @@
-"""Batch-norm statistics re-estimated from real data before evaluation (agekit.batchnorm)."""
+"""Batch-norm statistics re-estimated from real data, as evaluation and every consumer of a trained
+model use them (agekit.batchnorm)."""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
 import torch
+from torch import Tensor
+from torch.nn.modules.batchnorm import _BatchNorm
 
 import agekit
-from agekit.batchnorm import reestimate_batchnorm
+from agekit import checkpoint as ckpt
+from agekit import inference, visual
+from agekit.batchnorm import estimate_statistics, reestimate_batchnorm
+from agekit.cli import main
+from agekit.components import EvaluationContext, Metric
+from agekit.config import Component, parse_config
+from agekit.datasets import stream
+from agekit.evaluation import evaluate
+from agekit.metrics.classifier import generate_samples
+from agekit.model import STATISTICS_KEY, build_model, load_trained, use_evaluation_statistics
+from agekit.modes import network_mode
+from agekit.registry import REGISTRY
+from agekit.trainer import Trainer
 
 
 def test_encoder_statistics_come_from_real_images_only() -> None:
@@ -48,3 +68,206 @@ def test_encoder_statistics_come_from_real_images_only() -> None:
     torch.testing.assert_close(gen_norm.running_mean, code_means.mean(0))
     statistics.load(generator, "prior")
     assert not torch.allclose(gen_norm.running_mean, code_means.mean(0))
+
+
+# One protocol for every consumer: stored in checkpoints, loaded by evaluation, the commands and
+# agekit.inference ------------------------------------------------------------------------------
+def _bn_raw(steps: int = 10) -> dict[str, Any]:
+    return {
+        "name": "tiny-bn",
+        "data": {"name": "ring8", "batch_size": 32, "options": {"size": 512, "test_size": 64}},
+        "prior": {"name": "sphere", "dim": 4},
+        "backbone": {"name": "mlp", "options": {"hidden": 16, "depth": 2, "batch_norm": True}},
+        "train": {
+            "steps": steps,
+            "checkpoint_every": steps,
+            "image_every": 10**6,
+            "log_every": steps,
+            "device": "cpu",
+            "seed": 0,
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def trained_bn(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("bn") / "run"
+    Trainer(parse_config(_bn_raw()), run).fit()
+    return run
+
+
+class _Decoded(Metric):
+    """What evaluation decodes, handed back as tensors: g(z) for the seed's z (the prior's
+    statistics) or g(e(x)) of the commands' test images (the codes' statistics)."""
+
+    def __init__(self, n: int = 16, inputs: str = "prior") -> None:
+        self.n = n
+        self.inputs = inputs
+
+    def __call__(self, context: EvaluationContext) -> dict[str, Any]:
+        if self.inputs == "prior":
+            return {"decoded": generate_samples(context, self.n)}
+        x = stream.test_batch(context.data, self.n)
+        with network_mode([context.encoder, context.generator], "eval"):
+            return {"decoded": context.generator(context.encoder(x)).float().cpu()}
+
+
+class _DecodedCodes(_Decoded):
+    generator_inputs = "codes"
+
+    def __init__(self, n: int = 16) -> None:
+        super().__init__(n, "codes")
+
+
+def test_a_cli_sample_is_the_sample_evaluation_scores(
+    trained_bn: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn: dict[str, Tensor] = {}
+    monkeypatch.setattr(
+        visual, "save_samples", lambda samples, path, data: drawn.update(sample=samples)
+    )
+    monkeypatch.setattr(
+        visual, "save_pairs_grid", lambda x, recon, path, data: drawn.update(recon=recon)
+    )
+    png = str(trained_bn / "drawn.png")
+    assert main(["sample", str(trained_bn), "--n", "16", "--seed", "3", "--device", "cpu",
+                 "--out", png]) == 0  # fmt: skip
+    assert main(["reconstruct", str(trained_bn), "--n", "16", "--device", "cpu", "--out", png]) == 0
+
+    REGISTRY.register("metric", "test-decoded-prior", _Decoded)
+    REGISTRY.register("metric", "test-decoded-codes", _DecodedCodes)
+    try:
+        record = evaluate(
+            trained_bn,
+            [Component(name="test-decoded-prior"), Component(name="test-decoded-codes")],
+            seed=3,
+            device="cpu",
+        )
+    finally:
+        REGISTRY.unregister("metric", "test-decoded-prior")
+        REGISTRY.unregister("metric", "test-decoded-codes")
+    # The same z, networks and statistics on the same device and batch: bit for bit.
+    assert torch.equal(drawn["sample"], record["metrics"]["test-decoded-prior"]["decoded"])
+    assert torch.equal(drawn["recon"], record["metrics"]["test-decoded-codes"]["decoded"])
+    assert record["batchnorm"]["source"] == "stored in the checkpoint when it was written"
+
+    # agekit.inference, from Python, draws them too.
+    model, _ = load_trained(trained_bn, "cpu")
+    assert torch.equal(inference.sample(model, 16, seed=3), drawn["sample"])
+
+
+def test_a_checkpoint_stores_the_statistics_and_writing_it_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    trainer = Trainer(parse_config(_bn_raw()), tmp_path / "run")
+    for _ in range(3):
+        trainer.train_step()
+        trainer.step += 1
+    buffers = {
+        f"{net}.{name}": value.clone()
+        for net, module in (("encoder", trainer.encoder), ("generator", trainer.generator))
+        for name, value in module.named_buffers()
+    }
+    momenta = [m.momentum for m in trainer.generator.modules() if isinstance(m, _BatchNorm)]
+    rng = torch.get_rng_state()
+    path = trainer.save_checkpoint()
+    after = {
+        f"{net}.{name}": value
+        for net, module in (("encoder", trainer.encoder), ("generator", trainer.generator))
+        for name, value in module.named_buffers()
+    }
+    assert buffers.keys() == after.keys()
+    assert all(torch.equal(buffers[key], after[key]) for key in buffers)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert momenta == [m.momentum for m in trainer.generator.modules() if isinstance(m, _BatchNorm)]
+    assert trainer.encoder.training and trainer.generator.training
+
+    stored = ckpt.load(path)[STATISTICS_KEY]
+    assert stored["protocol"]["encoder_statistics"] == "512 train images, batches of 256, seed 0"
+    # The loaded networks re-estimated in place with the same protocol give the same numbers.
+    model, _ = load_trained(path, "cpu", batchnorm="running")
+    reestimate_batchnorm(model.pair.encoder, model.pair.generator, model.prior, model.data)
+    for name, value in model.pair.encoder.named_buffers():
+        assert torch.equal(stored["encoder"][name], value), name
+    for name, value in model.pair.generator.named_buffers():
+        assert torch.equal(stored["generator_prior"][name], value), name
+    running = dict(trainer.encoder.named_buffers())["net.1.running_mean"]
+    assert not torch.equal(stored["encoder"]["net.1.running_mean"], running)
+
+
+def test_a_checkpoint_without_statistics_gets_them_estimated_with_a_warning(
+    trained_bn: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = ckpt.latest(trained_bn / "checkpoints")
+    assert source is not None
+    state = ckpt.load(source)
+    stored = state.pop(STATISTICS_KEY)
+    old = tmp_path / "step_00000010.pt"
+    ckpt.save_atomic(state, old)
+    with caplog.at_level(logging.WARNING, logger="agekit"):
+        model, _ = load_trained(old, "cpu")
+    assert f"{old} holds no batch-norm statistics for evaluation" in caplog.text
+    assert model.statistics is not None
+    assert model.statistics.protocol["source"] == "estimated when the model was loaded"
+    for name, value in stored["generator_codes"].items():
+        assert torch.equal(model.statistics.generator.codes[name], value), name
+    for name, value in stored["encoder"].items():
+        assert torch.equal(model.statistics.encoder[name], value), name
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="agekit"):
+        load_trained(source, "cpu")
+    assert "batch-norm" not in caplog.text  # a checkpoint that stores them: no note
+
+
+def test_conditional_models_keep_their_running_statistics() -> None:
+    raw = {
+        "name": "cond",
+        "data": {
+            "name": "colour-crops",
+            "batch_size": 8,
+            "options": {"image_size": 16, "crops_per_image": 2},
+        },
+        "prior": {"name": "sphere", "dim": 3},
+        "backbone": {
+            "name": "cond-resnet",
+            "options": {"generator_width": 4, "encoder_width": 4, "blocks": 1},
+        },
+        "train": {"steps": 1, "device": "cpu"},
+    }
+    model = build_model(parse_config(raw), torch.device("cpu"))
+    before = {name: value.clone() for name, value in model.pair.generator.named_buffers()}
+    assert use_evaluation_statistics(model) is None and model.statistics is None
+    for name, value in model.pair.generator.named_buffers():
+        assert torch.equal(before[name], value), name
+    assert (
+        estimate_statistics(model.pair.encoder, model.pair.generator, model.prior, model.data)
+        is None
+    )
+
+
+def test_synchronised_batch_norm_is_estimated_without_collectives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Under torchrun only rank 0 writes checkpoints: a SyncBatchNorm forward there would wait for
+    # the other ranks forever, so the estimate must run per-process layers with the same numbers.
+    model = build_model(parse_config(_bn_raw()), torch.device("cpu"))
+    plain = estimate_statistics(model.pair.encoder, model.pair.generator, model.prior, model.data)
+    for net in (model.pair.encoder, model.pair.generator):
+        assert torch.nn.SyncBatchNorm.convert_sync_batchnorm(net) is net
+
+    def collective(*args: Any, **kwargs: Any) -> Tensor:
+        raise AssertionError("SyncBatchNorm.forward ran")
+
+    monkeypatch.setattr(torch.nn.SyncBatchNorm, "forward", collective)
+    synced = estimate_statistics(model.pair.encoder, model.pair.generator, model.prior, model.data)
+    assert plain is not None and synced is not None
+    for name, value in plain.encoder.items():
+        assert torch.equal(synced.encoder[name], value), name
+    for name, value in plain.generator.prior.items():
+        assert torch.equal(synced.generator.prior[name], value), name
+    assert all(
+        type(m) is torch.nn.SyncBatchNorm
+        for m in model.pair.encoder.modules()
+        if isinstance(m, _BatchNorm)
+    )

@@ -16,6 +16,7 @@ from agekit.divergences import GaussianKL, KozachenkoLeonenko
 from agekit.priors import GaussianPrior, SpherePrior
 from agekit.testing import (
     CLOSED_FORM_KL,
+    VMF_CONCENTRATIONS,
     check_divergence,
     conformance_test,
     default_priors,
@@ -42,12 +43,22 @@ def test_builtins_conform(name: str, prior: Prior) -> None:
 
 def test_closed_forms_ran_where_declared() -> None:
     report = check_divergence(KozachenkoLeonenko, **FAST)
-    assert any("von Mises-Fisher" in p for p in report.passed)
+    assert sum("von Mises-Fisher (kappa=" in p for p in report.passed) == len(VMF_CONCENTRATIONS)
+    assert any("von Mises-Fisher scale" in p for p in report.passed)
     assert any("diagonal Gaussian" in p for p in report.passed)
     # gaussian-kl does not estimate KL on the sphere: no vMF check for it
     report = check_divergence(GaussianKL, **FAST)
     assert not any("von Mises-Fisher" in p for p in report.passed)
     assert any("diagonal Gaussian" in p for p in report.passed)
+
+
+def test_mixed_closed_form_scales_are_a_declaration_error() -> None:
+    # One value cannot be KL for one family and KL / M for another; the kit would not know which
+    # scale to judge it on.
+    with pytest.raises(AssertionError, match=r"declaration: closed_form_families .* mix"):
+        check_divergence(
+            KozachenkoLeonenko, closed_forms={"vmf": "kl", "diagonal-gaussian": "kl-per-dim"}
+        )
 
 
 def test_reference_code_mode_conforms_to_its_none_guarantees() -> None:
@@ -59,15 +70,26 @@ test_kl_k1_one_liner = conformance_test(lambda: KozachenkoLeonenko(k=1), **FAST)
 
 
 # closed-form references ---------------------------------------------------------------------------
+def _scipy_vmf_kl(dim: int, kappa: float) -> float:
+    mu = np.zeros(dim)
+    mu[0] = 1.0
+    return -float(vonmises_fisher(mu, kappa).entropy()) + log_sphere_area(dim)
+
+
 @pytest.mark.parametrize("dim", [2, 3, 16, 64])
 @pytest.mark.parametrize("kappa", [0.3, 4.0, 40.0])
 def test_vmf_kl_matches_scipy(dim: int, kappa: float) -> None:
     # scipy's entropy is an independent float64 implementation; both are sums of a few
     # Bessel-function terms, so they agree to rounding (1e-10 relative leaves ample room).
-    mu = np.zeros(dim)
-    mu[0] = 1.0
-    reference = -float(vonmises_fisher(mu, kappa).entropy()) + log_sphere_area(dim)
-    assert vmf_kl(dim, kappa) == pytest.approx(reference, rel=1e-10, abs=1e-12)
+    assert vmf_kl(dim, kappa) == pytest.approx(_scipy_vmf_kl(dim, kappa), rel=1e-10, abs=1e-12)
+
+
+@pytest.mark.parametrize("dim", [2, 3, 16, 64, 128])
+@pytest.mark.parametrize("concentration", VMF_CONCENTRATIONS)
+def test_vmf_kl_matches_scipy_at_the_kits_members(dim: int, concentration: float) -> None:
+    # As above, at kappa up to 1.3e6 (measured agreement 4e-13 relative).
+    kappa = concentration * (dim - 1)
+    assert vmf_kl(dim, kappa) == pytest.approx(_scipy_vmf_kl(dim, kappa), rel=1e-10, abs=1e-12)
 
 
 def test_vmf_kl_matches_monte_carlo() -> None:
@@ -79,6 +101,22 @@ def test_vmf_kl_matches_monte_carlo() -> None:
     log_q = dist.logpdf(dist.rvs(20000, random_state=np.random.default_rng(0)))
     se = log_q.std(ddof=1) / math.sqrt(len(log_q))
     assert vmf_kl(dim, kappa) == pytest.approx(log_q.mean() + log_sphere_area(dim), abs=4 * se)
+
+
+@pytest.mark.parametrize("dim", [2, 3, 16, 64])
+def test_concentrated_vmf_kl_is_the_tangent_gaussians(dim: int) -> None:
+    # For kappa >> M the vMF is N(0, I / kappa) on the (M - 1)-dimensional tangent plane:
+    # KL = log|S^{M-1}| - (M - 1)/2 log(2 pi e / kappa) + (M - 1)(M - 3)/(4 kappa) + ..., the last
+    # term as measured (0.0153 at M = 64, kappa = 6.3e4; -2.5e-4 at M = 2, kappa = 1e3). The kit's
+    # members are this Gaussian, and their rise is (M - 1)/2 log(c_b / c_a); twice the correction
+    # is allowed.
+    c_a, c_b = VMF_CONCENTRATIONS
+    kappas = [c_a * (dim - 1), c_b * (dim - 1)]
+    for kappa in kappas:
+        gaussian = log_sphere_area(dim) - (dim - 1) / 2 * math.log(2 * math.pi * math.e / kappa)
+        assert vmf_kl(dim, kappa) == pytest.approx(gaussian, abs=dim**2 / (2 * kappa))
+    rise = vmf_kl(dim, kappas[1]) - vmf_kl(dim, kappas[0])
+    assert rise == pytest.approx((dim - 1) / 2 * math.log(c_b / c_a), abs=dim**2 / (2 * kappas[0]))
 
 
 @pytest.mark.parametrize("dim", [2, 3, 16, 64, 256])

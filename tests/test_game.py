@@ -1,17 +1,21 @@
 """The AGE objectives: signs, which network each step can change, detachment of fakes.
 
-The first tests call :class:`AGEGame` directly. The trainer-step tests drive the real
-:meth:`Trainer.train_step` and watch it from outside, without re-implementing it: step hooks on
-the two optimisers snapshot both networks (parameters, buffers, gradients, ``requires_grad``)
-around every optimiser step, and the batch and the codes z the trainer draws are recorded, so
-that an oracle can recompute each step's loss on copies of the networks and compare gradients
-and batch-norm statistics bit for bit.
+The first tests call :class:`AGEGame` directly, and check both losses against the equations
+written out by hand (an oracle that shares nothing with the game but the networks and the
+divergence), with mutants of the game that the oracle must catch. The trainer-step tests drive
+the real :meth:`Trainer.train_step` and watch it from outside, without re-implementing it: step
+hooks on the two optimisers snapshot both networks (parameters, buffers, gradients,
+``requires_grad``) around every optimiser step, and the batch and the codes z the trainer draws
+are recorded, so that an oracle can recompute each step's loss with the game on copies of the
+networks and compare gradients and batch-norm statistics bit for bit.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
+from abc import abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +26,10 @@ import torch
 from torch import Tensor, nn
 
 import agekit
-from agekit.config import parse_config
+from agekit.components import Divergence, Encoder, Generator, Prior
+from agekit.config import GameConfig, parse_config
 from agekit.game import AGEGame, GameWeights
+from agekit.model import build_model
 from agekit.trainer import Trainer
 
 
@@ -54,7 +60,7 @@ def test_generator_loss_is_divergence_plus_lambda_latent_reconstruction() -> Non
 
 
 def test_encoder_loss_signs() -> None:
-    game = _game(GameWeights(data_weight=3.0))
+    game = _game(GameWeights(data_weight=3.0, fake_margin=None))
     x = torch.randn(32, 2)
     z = game.prior.sample(32, torch.Generator().manual_seed(2))
     out = game.encoder_step(x, z, adversary_weight=0.5)
@@ -133,6 +139,389 @@ def test_with_networks_passes_the_gather_to_the_divergence() -> None:
     game = base.with_networks(base.encoder, base.generator, gather=gather)
     game.generator_step(game.prior.sample(8, torch.Generator().manual_seed(5)))
     assert gathered == [8] and base.gather is None
+
+
+# One source of defaults ---------------------------------------------------------------------------
+
+
+def test_game_weights_default_to_the_configuration_files_defaults() -> None:
+    weights = {f.name for f in dataclasses.fields(GameWeights)}
+    # Every weight of the Python game is a [game] key, so none can keep a default of its own.
+    assert weights <= set(GameConfig.model_fields)
+    python, toml = GameWeights(), GameConfig()
+    differ = {
+        name: (getattr(python, name), getattr(toml, name))
+        for name in sorted(weights)
+        if getattr(python, name) != getattr(toml, name)
+    }
+    assert not differ, f"GameWeights() against GameConfig() (Python, TOML): {differ}"
+
+
+def test_a_game_built_in_python_is_the_game_of_an_empty_game_table() -> None:
+    config = parse_config(
+        {
+            "data": {"name": "ring8", "options": {"size": 64, "test_size": 16}},
+            "prior": {"name": "sphere", "dim": 4},
+            "backbone": {"name": "mlp", "options": {"hidden": 8, "depth": 1}},
+            "game": {},
+            "train": {"steps": 1, "device": "cpu"},
+        }
+    )
+    assert build_model(config, torch.device("cpu")).game.weights == _game().weights
+
+
+# The two objectives written out from the equations ------------------------------------------------
+#
+# An oracle that shares nothing with AGEGame but the networks' parameters and the divergence object:
+# tiny float64 affine networks whose codes and reconstructions it computes from their parameters,
+# and each loss written term by term from the module docstring's equations, with the L1 and L2
+# losses' default normalisation (mean over a sample's elements, then over the batch). Gradients of
+# both networks are compared too, so the oracle also pins which network each term reaches (the
+# encoder step's fakes are constants).
+
+DATA_DIM, LATENT_DIM, BATCH = 3, 4, 6
+#: Both sides evaluate the same float64 expressions, in a possibly different order (flattening,
+#: per-sample means, normalisation): a few ulps, ~1e-15 relative, on values and gradients of order
+#: 0.01 to 100 (measured: <= 2e-16). 1e-10 sits far above that and far below what each mutant
+#: below changes in the step it breaks (measured: 0.07 and more).
+TOLERANCE = 1e-10  # relative and absolute
+#: The encoder's cap on D(e(g(z))) in the "every term" setup: below the fakes' divergence
+#: (asserted), so the cap binds.
+MARGIN = 0.05
+#: Codes from "other processes" that the "every term" gather appends before the divergence.
+OTHER_CODES = nn.functional.normalize(
+    torch.randn(5, LATENT_DIM, generator=torch.Generator().manual_seed(11), dtype=torch.float64),
+    dim=1,
+)
+
+
+class _AffineEncoder(Encoder):
+    """e(x) = (A x + a) / ||A x + a||, on the sphere prior."""
+
+    def __init__(self, prior: Prior, seed: torch.Generator) -> None:
+        super().__init__(prior)
+        f64 = torch.float64
+        self.weight = nn.Parameter(torch.randn(LATENT_DIM, DATA_DIM, generator=seed, dtype=f64))
+        self.bias = nn.Parameter(torch.randn(LATENT_DIM, generator=seed, dtype=f64))
+
+    def raw(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
+        return x @ self.weight.T + self.bias
+
+
+class _AffineGenerator(Generator):
+    """g(z) = B z + b."""
+
+    def __init__(self, seed: torch.Generator) -> None:
+        super().__init__()
+        f64 = torch.float64
+        self.weight = nn.Parameter(torch.randn(DATA_DIM, LATENT_DIM, generator=seed, dtype=f64))
+        self.bias = nn.Parameter(torch.randn(DATA_DIM, generator=seed, dtype=f64))
+
+    def forward(self, z: Tensor, condition: Tensor | None = None) -> Tensor:
+        return z @ self.weight.T + self.bias
+
+
+@dataclass(frozen=True)
+class _Setup:
+    weights: GameWeights
+    adversary_weight: float
+    latent_filter: Callable[[Tensor], Tensor] | None = None
+    gather: Callable[[Tensor], Tensor] | None = None
+
+
+@dataclass
+class _Play:
+    """Networks and one batch: what a game and the oracle both see."""
+
+    prior: Prior
+    encoder: _AffineEncoder
+    generator: _AffineGenerator
+    x: Tensor
+    z: Tensor
+
+    @classmethod
+    def new(cls) -> _Play:
+        prior = agekit.create("prior", "sphere", dim=LATENT_DIM)
+        seed = torch.Generator().manual_seed(7)
+        encoder, generator = _AffineEncoder(prior, seed), _AffineGenerator(seed)
+        x = torch.randn(BATCH, DATA_DIM, generator=seed, dtype=torch.float64)
+        return cls(prior, encoder, generator, x, prior.sample(BATCH, seed, dtype=torch.float64))
+
+    def game(
+        self,
+        setup: _Setup,
+        *,
+        kind: type[AGEGame] = AGEGame,
+        divergence: Divergence | None = None,
+        **changed_weights: Any,
+    ) -> AGEGame:
+        return kind(
+            self.encoder,
+            self.generator,
+            self.prior,
+            divergence or agekit.create("divergence", "gaussian-kl"),
+            agekit.create("loss", "l1"),
+            agekit.create("loss", "l2"),
+            dataclasses.replace(setup.weights, **changed_weights),
+            gather=setup.gather,
+            latent_filter=setup.latent_filter,
+        )
+
+
+def _with_other_codes(codes: Tensor) -> Tensor:
+    return torch.cat([codes, OTHER_CODES])
+
+
+def _halve(images: Tensor) -> Tensor:
+    return 0.5 * images
+
+
+SETUPS: dict[str, _Setup] = {
+    # The paper's eq. (5) and (6), with weights that tell the terms apart.
+    "paper": _Setup(
+        GameWeights(
+            latent_weight=7.0,
+            data_weight=3.0,
+            generator_data_weight=0.0,
+            encoder_latent_weight=0.0,
+            fake_margin=None,
+        ),
+        adversary_weight=0.6,
+    ),
+    "every term": _Setup(
+        GameWeights(
+            latent_weight=7.0,
+            data_weight=3.0,
+            generator_data_weight=0.5,
+            encoder_latent_weight=0.25,
+            fake_margin=MARGIN,
+        ),
+        adversary_weight=0.6,
+        latent_filter=_halve,
+        gather=_with_other_codes,
+    ),
+}
+
+
+def _by_hand(play: _Play, setup: _Setup) -> dict[str, tuple[Tensor, dict[str, Tensor]]]:
+    """Each step's loss to minimise and its logged terms, written out from the equations."""
+    w, a = setup.weights, setup.adversary_weight
+    A, b_e = play.encoder.weight, play.encoder.bias
+    B, b_g = play.generator.weight, play.generator.bias
+    x, z = play.x, play.z
+    divergence = agekit.create("divergence", "gaussian-kl")
+
+    def e(data: Tensor) -> Tensor:
+        h = data @ A.T + b_e
+        return h / h.norm(dim=1, keepdim=True)
+
+    def g(codes: Tensor) -> Tensor:
+        return codes @ B.T + b_g
+
+    def D(codes: Tensor) -> Tensor:
+        return divergence(codes if setup.gather is None else setup.gather(codes), play.prior)
+
+    def l1(target: Tensor, reconstruction: Tensor) -> Tensor:
+        return (target - reconstruction).abs().mean(dim=1).mean()
+
+    def l2(target: Tensor, reconstruction: Tensor) -> Tensor:
+        return ((target - reconstruction) ** 2).mean(dim=1).mean()
+
+    # Encoder: maximise a min(D(e(g(z))), m) - D(e(x)) - mu L_X(x, g(e(x))) - w L_Z(z, e(g(z)))
+    # with g(z) a constant.
+    fakes = g(z).detach()
+    kl_real, kl_fake = D(e(x)), D(e(fakes))
+    reward = kl_fake
+    if w.fake_margin is not None:
+        reward = torch.minimum(kl_fake, kl_fake.new_tensor(w.fake_margin))
+    data_rec, latent_rec = l1(x, g(e(x))), l2(z, e(fakes))
+    encoder_objective = (
+        a * reward - kl_real - w.data_weight * data_rec - w.encoder_latent_weight * latent_rec
+    )
+    encoder_terms = {"kl_real": kl_real, "kl_fake_enc": kl_fake, "data_rec": data_rec}
+    if w.encoder_latent_weight > 0:
+        encoder_terms["latent_rec_enc"] = latent_rec
+
+    # Generator: minimise D(e(g(z))) + lambda L_Z(z, e(filter(g(z)))) + w L_X(x, g(e(x))).
+    fakes = g(z)
+    kl_fake = D(e(fakes))
+    seen = fakes if setup.latent_filter is None else setup.latent_filter(fakes)
+    latent_rec, data_rec = l2(z, e(seen)), l1(x, g(e(x)))
+    generator_loss = kl_fake + w.latent_weight * latent_rec + w.generator_data_weight * data_rec
+    generator_terms = {"kl_fake": kl_fake, "latent_rec": latent_rec}
+    if w.generator_data_weight > 0:
+        generator_terms["data_rec"] = data_rec
+    return {
+        "encoder": (-encoder_objective, encoder_terms),
+        "generator": (generator_loss, generator_terms),
+    }
+
+
+def _close(actual: Tensor, expected: Tensor) -> bool:
+    return torch.allclose(actual.detach(), expected.detach(), rtol=TOLERANCE, atol=TOLERANCE)
+
+
+def _disagreements(game: AGEGame, play: _Play, setup: _Setup) -> list[str]:
+    """What of each step's loss, logged terms and gradients (both networks) departs from the
+    oracle's; empty when the game plays the equations."""
+    named = [
+        (f"{role}.{name}", p)
+        for role, net in (("encoder", play.encoder), ("generator", play.generator))
+        for name, p in net.named_parameters()
+    ]
+    params = [p for _, p in named]
+    played = {
+        "encoder": game.encoder_step(play.x, play.z, adversary_weight=setup.adversary_weight),
+        "generator": game.generator_step(play.z, play.x),
+    }
+    bad: list[str] = []
+    for step, (loss, terms) in _by_hand(play, setup).items():
+        out = played[step]
+        if not _close(out.loss, loss):
+            bad.append(f"{step} loss")
+        if out.terms.keys() != terms.keys():
+            bad.append(f"{step} terms {sorted(out.terms)} != {sorted(terms)}")
+        else:
+            bad += [f"{step} term {k}" for k, v in terms.items() if not _close(out.terms[k], v)]
+        # A network a term does not reach gets a zero gradient on both sides (not None).
+        got = torch.autograd.grad(out.loss, params, allow_unused=True, materialize_grads=True)
+        want = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
+        bad += [
+            f"{step} gradient of {name}"
+            for (name, _), g1, g2 in zip(named, got, want, strict=True)
+            if not _close(g1, g2)
+        ]
+    return bad
+
+
+@pytest.mark.parametrize("setup", SETUPS.values(), ids=SETUPS.keys())
+def test_both_losses_are_the_equations_written_out_by_hand(setup: _Setup) -> None:
+    play = _Play.new()
+    game = play.game(setup)
+    if setup.weights.fake_margin is not None:  # the cap must bind, or it goes untested
+        assert float(game.encoder_step(play.x, play.z).terms["kl_fake_enc"].detach()) > MARGIN
+    bad = _disagreements(game, play, setup)
+    assert not bad, f"the game departs from the equations: {bad}"
+
+
+# Mutants of the game: each must disagree with the oracle in the step it breaks.
+
+
+class _OnRealCodes(Divergence):
+    """A mutant divergence: handed the encoder step's real codes e(x), it returns
+    :meth:`instead` of D(e(x)); every other batch of codes it scores as gaussian-kl does."""
+
+    def __init__(self, play: _Play) -> None:
+        self.play = play
+        self.inner = agekit.create("divergence", "gaussian-kl")
+        self.tampered = 0
+
+    def compute(self, codes: Tensor, prior: Prior) -> Tensor:
+        play = self.play
+        if codes.shape == (BATCH, LATENT_DIM) and torch.equal(codes, play.encoder(play.x)):
+            self.tampered += 1
+            # The encoder step's fake codes, with the same graph as the game's.
+            with torch.no_grad():
+                fakes = play.generator(play.z)
+            return self.instead(play.encoder(fakes), prior)
+        return self.inner(codes, prior)
+
+    @abstractmethod
+    def instead(self, fake_codes: Tensor, prior: Prior) -> Tensor: ...
+
+
+class _KlRealOnFakeCodes(_OnRealCodes):
+    def instead(self, fake_codes: Tensor, prior: Prior) -> Tensor:
+        return self.inner(fake_codes, prior)
+
+
+class _KlRealDropped(_OnRealCodes):
+    def instead(self, fake_codes: Tensor, prior: Prior) -> Tensor:
+        return fake_codes.sum() * 0.0
+
+
+class _Negated(Divergence):
+    def __init__(self) -> None:
+        self.inner = agekit.create("divergence", "gaussian-kl")
+
+    def compute(self, codes: Tensor, prior: Prior) -> Tensor:
+        return -self.inner(codes, prior)
+
+
+class _RewardSignSwapped(AGEGame):
+    """The encoder minimises D(e(x)) + a D(e(g(z))) + ...: it pulls fakes onto the prior."""
+
+    def encoder_step(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["adversary_weight"] = -kwargs.get("adversary_weight", 1.0)
+        return super().encoder_step(*args, **kwargs)
+
+
+def test_the_oracle_catches_kl_real_computed_on_the_fake_codes() -> None:
+    play = _Play.new()
+    setup = SETUPS["paper"]
+    mutant = _KlRealOnFakeCodes(play)
+    bad = _disagreements(play.game(setup, divergence=mutant), play, setup)
+    assert mutant.tampered > 0, "the mutant never saw the real codes"
+    assert "encoder loss" in bad and "encoder term kl_real" in bad, bad
+    assert any(m.startswith("encoder gradient") for m in bad), bad
+
+
+#: name -> (setup, the mutant game, the step that it breaks).
+MUTANTS: dict[str, tuple[str, Callable[[_Play, _Setup], AGEGame], str]] = {
+    "encoder drops D(e(x))": (
+        "paper",
+        lambda play, s: play.game(s, divergence=_KlRealDropped(play)),
+        "encoder",
+    ),
+    "encoder rewards fakes near the prior": (
+        "paper",
+        lambda play, s: play.game(s, kind=_RewardSignSwapped),
+        "encoder",
+    ),
+    "generator pushes fakes off the prior": (
+        "paper",
+        lambda play, s: play.game(s, divergence=_Negated()),
+        "generator",
+    ),
+    "encoder drops mu L_X": ("every term", lambda p, s: p.game(s, data_weight=0.0), "encoder"),
+    "encoder drops its L_Z": (
+        "every term",
+        lambda play, s: play.game(s, encoder_latent_weight=0.0),
+        "encoder",
+    ),
+    "encoder reward uncapped": ("every term", lambda p, s: p.game(s, fake_margin=None), "encoder"),
+    "generator drops lambda L_Z": (
+        "every term",
+        lambda play, s: play.game(s, latent_weight=0.0),
+        "generator",
+    ),
+    "generator drops its L_X": (
+        "every term",
+        lambda play, s: play.game(s, generator_data_weight=0.0),
+        "generator",
+    ),
+    "generator L_Z unfiltered": (
+        "every term",
+        lambda play, s: play.game(dataclasses.replace(s, latent_filter=None)),
+        "generator",
+    ),
+    "divergence ungathered": (
+        "every term",
+        lambda play, s: play.game(dataclasses.replace(s, gather=None)),
+        "generator",
+    ),
+}
+
+
+@pytest.mark.parametrize("mutant", sorted(MUTANTS))
+def test_the_oracle_catches_a_mutated_objective(mutant: str) -> None:
+    setup_name, build, step = MUTANTS[mutant]
+    play, setup = _Play.new(), SETUPS[setup_name]
+    game = build(play, setup)
+    bad = _disagreements(game, play, setup)
+    assert any(m.startswith(f"{step} ") for m in bad), bad
+    if isinstance(game.divergence, _OnRealCodes):
+        assert game.divergence.tampered > 0, "the mutant never saw the real codes"
 
 
 # The trainer's step, watched from outside ---------------------------------------------------------

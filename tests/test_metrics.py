@@ -29,6 +29,8 @@ from agekit.components import (
     Generator,
     Prior,
 )
+from agekit.config import Component, parse_config
+from agekit.evaluation import evaluate
 from agekit.metrics import classifier as classifier_module
 from agekit.metrics import (
     density_coverage,
@@ -52,7 +54,9 @@ from agekit.metrics.latent import LatentDivergence
 from agekit.metrics.modes import ModeCoverage
 from agekit.metrics.reconstruction import Reconstruction
 from agekit.metrics.sample_quality import SampleQuality
+from agekit.model import load_trained
 from agekit.priors import GaussianPrior
+from agekit.trainer import Trainer
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
@@ -508,6 +512,47 @@ def test_latent_divergence_with_registered_divergences() -> None:
     out = LatentDivergence(n_samples=32)(context)
     for name in divergences:
         assert math.isfinite(out[f"{name}_real"]) and math.isfinite(out[f"{name}_fake"])
+
+
+def test_latent_divergence_scores_a_run_with_the_runs_divergence_options(tmp_path: Path) -> None:
+    raw = {
+        "name": "kl5",
+        "data": {"name": "ring8", "batch_size": 32, "options": {"size": 256, "test_size": 64}},
+        "prior": {"name": "sphere", "dim": 4},
+        "backbone": {"name": "mlp", "options": {"hidden": 16, "depth": 2}},
+        "divergence": {"name": "kozachenko-leonenko", "options": {"k": 5}},
+        "train": {"steps": 4, "checkpoint_every": 4, "image_every": 10**6, "device": "cpu"},
+    }
+    run = tmp_path / "run"
+    Trainer(parse_config(raw), run).fit()
+    metric = Component(name="latent-divergence", options={"n_samples": 64})
+    scores = evaluate(run, [metric], device="cpu")["metrics"]["latent-divergence"]
+    protocol = scores["protocol"]
+    k5 = agekit.create("divergence", "kozachenko-leonenko", k=5)
+    assert protocol["divergences"]["kozachenko-leonenko"] == repr(k5)
+    assert protocol["divergence_options"]["kozachenko-leonenko"] == "the run's (divergence.options)"
+    assert protocol["divergence_options"]["gaussian-kl"] == "defaults"
+    assert protocol["divergences"]["gaussian-kl"] == repr(
+        agekit.create("divergence", "gaussian-kl")
+    )
+
+    # The value is the k = 5 estimator's on the same codes, and k = 3 would have differed.
+    model, _ = load_trained(run, "cpu")
+    context = EvaluationContext(
+        encoder=model.pair.encoder,
+        generator=model.pair.generator,
+        prior=model.prior,
+        data=model.data,
+        dataset_name="ring8",
+        device=torch.device("cpu"),
+        seed=0,
+        cache_dir=None,
+        divergences={"k5": k5, "k3": agekit.create("divergence", "kozachenko-leonenko", k=3)},
+    )
+    reference = LatentDivergence(n_samples=64)(context)
+    assert scores["kozachenko-leonenko_real"] == reference["k5_real"]
+    assert scores["kozachenko-leonenko_fake"] == reference["k5_fake"]
+    assert reference["k3_real"] != reference["k5_real"]
 
 
 def test_registry_creates_metrics_with_validated_options() -> None:

@@ -15,8 +15,7 @@ import pytest
 import torch
 
 from agekit import checkpoint as ckpt
-from agekit.config import ConfigError, parse_config, reference_adversary_threshold
-from agekit.game import AdaptiveAdversaryWeight
+from agekit.config import parse_config
 from agekit.model import DeviceUnavailable, resolve_device
 from agekit.trainer import Trainer, TrainingDiverged
 
@@ -256,46 +255,82 @@ def test_epoch_budget_and_lr_drop(tmp_path: Path) -> None:
     assert trainer.opt_encoder.param_groups[0]["lr"] == pytest.approx(2e-4 * 0.5**2)
 
 
-def test_reference_lr_timing_drops_one_epoch_earlier(tmp_path: Path) -> None:
-    # The reference halves at the start of every epoch with epoch % n == n - 1: with n = 2 and
-    # 3 epochs, epoch 1 already runs at half the rate (agekit's "after" waits for epoch 2).
-    lrs: dict[str, list[float]] = {}
-    for timing in ("after", "reference"):
-        config = _config(steps=None, epochs=3)
-        config.optim.lr_drop_every = 2
-        config.optim.lr_drop_timing = timing  # type: ignore[assignment]
-        trainer = Trainer(config, tmp_path / timing)
-        seen: list[float] = []
-        for _ in range(3 * (1024 // 32)):
-            trainer.stream.next()
-            trainer._apply_lr_schedule()
-            seen.append(trainer.opt_encoder.param_groups[0]["lr"])
-        lrs[timing] = seen[:: 1024 // 32]  # the rate once each epoch has begun
-    assert lrs["after"] == pytest.approx([2e-4, 2e-4, 1e-4])
-    assert lrs["reference"] == pytest.approx([2e-4, 1e-4, 1e-4])
+@pytest.mark.parametrize(
+    ("timing", "rates"),
+    [
+        # "after": the first drop comes once lr_drop_every = 2 epochs are done.
+        ("after", [2e-4, 2e-4, 1e-4, 1e-4, 5e-5]),
+        # The reference halves at the start of every epoch with epoch % n == n - 1: epoch 1
+        # already runs at half the rate.
+        ("reference", [2e-4, 1e-4, 1e-4, 5e-5, 5e-5]),
+    ],
+)
+def test_every_update_runs_at_the_rate_of_its_batchs_epoch(
+    tmp_path: Path, timing: str, rates: list[float]
+) -> None:
+    # fit() itself runs the steps, and each optimiser step records the rate it is about to apply,
+    # so the rate is observed in the loop's own order, the first batch of each epoch included.
+    raw = json.loads(json.dumps(TINY))
+    raw["data"]["options"]["size"] = 128  # 4 batches of 32 per epoch
+    raw["train"].update(steps=None, epochs=5)
+    raw["optim"] = {"lr_drop_every": 2, "lr_drop_timing": timing}
+    trainer = Trainer(parse_config(raw), tmp_path / "run")
+    per_epoch = 128 // 32
+    used: list[tuple[int, str, float]] = []  # (iteration counted from 0, optimiser, rate)
+
+    def recorder(role: str) -> Any:
+        def record(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            used.append((trainer.step, role, optimizer.param_groups[0]["lr"]))
+
+        return record
+
+    trainer.opt_encoder.register_step_pre_hook(recorder("encoder"))
+    trainer.opt_generator.register_step_pre_hook(recorder("generator"))
+    assert trainer.fit().step == 5 * per_epoch
+    assert len(used) == 5 * per_epoch * (1 + trainer.config.game.gen_steps_per_encoder_step)
+    for iteration, role, lr in used:
+        epoch = iteration // per_epoch
+        assert lr == pytest.approx(rates[epoch]), (
+            f"iteration {iteration} (epoch {epoch}), {role} update: rate {lr}, not {rates[epoch]}"
+        )
 
 
-def test_adaptive_adversary_is_the_reference_controller() -> None:
-    # M = 16: 0.05 x (log 16 - 1/2 + 1/512) / 2, the reference's 1.05 x ideal on agekit's scale.
-    assert reference_adversary_threshold(16) == pytest.approx(0.05 * 2.274541 / 2, rel=1e-6)
-    assert reference_adversary_threshold(128) == pytest.approx(0.1088, abs=1e-4)
-    weight = AdaptiveAdversaryWeight(0.001, 0.02, threshold=0.06, initial=1.0)
-    for _ in range(500):  # below the threshold: grows without a cap
-        weight.update(0.01, 0.05, lr_ratio=1.0)
-    assert weight.weight == pytest.approx(1.5)
-    weight.update(0.01, 0.07, lr_ratio=0.5)  # above: drops, scaled by lr / start lr
-    assert weight.weight == pytest.approx(1.49)
-    for _ in range(200):
-        weight.update(0.2, 0.0, lr_ratio=1.0)
-    assert weight.weight == 0.0  # floored at 0
+@pytest.mark.parametrize(("steps", "poisoned"), [(60, 40), (50, 50)], ids=["periodic", "final"])
+def test_a_nan_from_a_steps_last_update_never_reaches_a_checkpoint(
+    tmp_path: Path, steps: int, poisoned: int
+) -> None:
+    # The last generator update of the step whose checkpoint is due writes NaN: no term is
+    # computed from those weights before the checkpoint (periodic, or the one fit() ends with).
+    trainer = Trainer(_config(steps=steps), tmp_path / "run")
+    gen_steps = trainer.config.game.gen_steps_per_encoder_step
+    updates = 0
 
+    def poison(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        nonlocal updates
+        if trainer.step + 1 == poisoned:  # trainer.step counts the steps already finished
+            updates += 1
+            if updates == gen_steps:
+                with torch.no_grad():
+                    next(trainer.generator.parameters()).fill_(float("nan"))
 
-def test_adaptive_adversary_default_threshold_needs_the_sphere() -> None:
-    raw = {"prior": {"name": "gaussian", "dim": 4}, "game": {"adaptive_adversary": {}}}
-    with pytest.raises(ConfigError, match=r"adaptive_adversary\.threshold"):
-        parse_config(raw)
-    raw["game"] = {"adaptive_adversary": {"threshold": 0.1}}
-    assert parse_config(raw).game.adaptive_adversary.threshold == 0.1  # type: ignore[union-attr]
+    trainer.opt_generator.register_step_post_hook(poison)
+    with pytest.raises(
+        TrainingDiverged,
+        match=rf"^step {poisoned}: non-finite value in the weights due in this step's checkpoint, "
+        r"which was not written \(non-finite weights: generator\.",
+    ) as exc:
+        trainer.fit()
+    assert updates == gen_steps
+    folder = tmp_path / "run" / "checkpoints"
+    written = ckpt.checkpoints(folder)
+    assert [p.name for p in written] == [f"step_{s:08d}.pt" for s in range(20, poisoned, 20)]
+    named = str(exc.value).rsplit("the last good checkpoint is ", 1)[1]
+    assert Path(named) == written[-1]
+    for path in written:
+        state = ckpt.load(path)
+        for network in ("encoder", "generator"):
+            for key, value in state[network].items():
+                assert torch.isfinite(value).all(), f"{path.name}: {network}.{key} is not finite"
 
 
 def test_wall_clock_budget(tmp_path: Path) -> None:

@@ -19,6 +19,9 @@ class LatentDivergence(Metric):
     and how well the generator fools it. Each divergence sees all ``n_samples`` codes in one batch
     (sample-based estimators depend on batch size, so it is in the protocol), in float64.
 
+    The divergence the run trained with (``context.run_divergence``) has the run's options, the
+    others their defaults; the protocol's ``divergence_options`` says which is which.
+
     Results are flat keys ``'<divergence>_real'`` and ``'<divergence>_fake'``, and
     ``latent_recovery``: the mean E||z - e(g(z))||^2 over the same prior samples, the quantity the
     generator's lambda term minimises (2 for codes unrelated to z on the sphere, 0 for exact
@@ -77,6 +80,14 @@ class LatentDivergence(Metric):
             "batch_size": self.batch_size,
             "bn_mode": self.bn_mode,
             "divergences": {name: repr(d) for name, d in sorted(context.divergences.items())},
+            "divergence_options": {
+                name: (
+                    "the run's (divergence.options)"
+                    if name == context.run_divergence
+                    else "defaults"
+                )
+                for name in sorted(context.divergences)
+            },
             "dtype": "float64",
         }
         return result
