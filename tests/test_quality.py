@@ -25,7 +25,8 @@ def test_mnist5k_reconstructions_beat_the_mean_image_and_codes_stay_spread(
     config = load_config(ROOT / "configs" / "mnist5k.toml")
     # 3,000 of the shipped 4,000 iterations (about 6 minutes on 2 idle cores). Speckle shows from
     # ~500 iterations at the paper's upper lambda with a light generator data term, and a run that
-    # degenerates late (measured: the paper's lambda with only the margin, from ~2,100) fails too.
+    # degenerates late (measured: lambda 1000, four times the paper's on agekit's scale, with only
+    # the margin, from ~2,100) fails too.
     config.train.steps = 3000
     config.train.device = "cpu"
     trainer = Trainer(config, tmp_path / "run")
