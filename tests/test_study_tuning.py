@@ -275,3 +275,151 @@ def test_a_tuning_key_no_evaluation_holds_fails_the_cells_runs_saying_so(tmp_pat
         "no trial has a finite mean reconstruction.no_such_key" in reason
         for reason in result.failed.values()
     )
+
+
+# the search: optuna's samplers, successive halving, edges, schedules ----------------------------
+SEARCHED = """
+name = "searched"
+seeds = [0, 1]
+[[settings]]
+name = "ring"
+primary = "reconstruction.recon_l1"
+metrics = ["reconstruction"]
+[settings.tuning]
+space = { "game.latent_weight" = { low = 1.0, high = 1000.0, log = true }, \
+"optim.lr" = { low = 1e-4, high = 1e-3 } }
+trials = 4
+metric = "reconstruction.recon_l1"
+goal = "min"
+seeds = [7, 8]
+halving = { steps = 6, keep = 0.5 }
+[axes]
+"divergence.name" = ["gaussian-kl", "kozachenko-leonenko"]
+[profiles.wide]
+[profiles.wide.tuning.ring]
+trials = 6
+"""
+
+
+def _evaluate(out: Path, run: Any, score: float) -> None:
+    """An evaluation record for ``run`` as the runner writes it (science and scores)."""
+    from agekit.config import config_to_dict
+    from agekit.studies.layout import EVAL_FILE, run_dir
+
+    folder = run_dir(out, run)
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {
+        "config": config_to_dict(run.config),
+        "metrics": {"reconstruction": {"recon_l1": score}},
+    }
+    (folder / EVAL_FILE).write_text(json.dumps(record))
+
+
+def test_every_cell_gets_the_same_reproducible_trials_inside_the_ranges(tmp_path: Path) -> None:
+    spec, source = load_study(_study(tmp_path, SEARCHED, steps=12))
+    runs = plan(spec, str(source), tmp_path / "out", check=False)
+    trials: dict[str, set[Any]] = {}
+    for run in (r for r in runs if r.phase == "tune"):
+        trials.setdefault(str(run.tunes), set()).add(run.grid_values)
+    assert len(trials) == 2 and len({frozenset(t) for t in trials.values()}) == 1  # paired budget
+    points = next(iter(trials.values()))
+    assert len(points) == 4
+    for point in points:
+        values = dict(point)
+        assert 1.0 <= values["game.latent_weight"] <= 1000.0 and 1e-4 <= values["optim.lr"] <= 1e-3
+    tuning = spec.settings[0].tuning
+    assert (
+        tuning is not None
+        and tuning.points() == Tuning.model_validate(tuning.model_dump()).points()
+    )
+
+
+def test_a_grid_goes_through_optunas_grid_sampler_as_the_crossed_grid() -> None:
+    tuning = Tuning(grid={"a.b": [1, 2], "c.d": [0.5]}, metric="q.x", goal="min")
+    assert [dict(point) for _, point in tuning.points()] == [
+        {"a.b": 1, "c.d": 0.5},
+        {"a.b": 2, "c.d": 0.5},
+    ]
+
+
+def test_halving_trains_a_short_rung_then_promotes_the_best_to_the_full_budget(
+    tmp_path: Path,
+) -> None:
+    spec, source = load_study(_study(tmp_path, SEARCHED, steps=12))
+    out = tmp_path / "out"
+    runs = plan(spec, str(source), out, check=False)
+    short = [r for r in runs if r.phase == "tune"]
+    assert {r.config.train.steps for r in short} == {6} and all(r.rung for r in short)
+    # rung 0 scored: trial k scores k in one cell and -k in the other
+    for run in short:
+        index = int(run.run_id.split("trial")[1][:2])
+        _evaluate(out, run, index if "gaussian" in run.cell else -index)
+    runs = plan(spec, str(source), out, check=False)
+    full = [r for r in runs if r.phase == "tune" and not r.rung]
+    assert {r.config.train.steps for r in full} == {12}
+    promoted = {(r.tunes, r.run_id.split("__tune__")[1][:7]) for r in full}
+    assert promoted == {
+        ("ring__divergence=gaussian-kl", "trial00"),
+        ("ring__divergence=gaussian-kl", "trial01"),
+        ("ring__divergence=kozachenko-leonenko", "trial02"),
+        ("ring__divergence=kozachenko-leonenko", "trial03"),
+    }
+    assert all(r.awaiting_tuning for r in runs if r.phase == "final")
+    # only the full budget chooses: reverse the order there
+    for run in full:
+        _evaluate(out, run, -int(run.run_id.split("trial")[1][:2]))
+    runs = plan(spec, str(source), out, check=False)
+    finals = [r for r in runs if r.phase == "final"]
+    assert not any(r.awaiting_tuning for r in finals)
+    tuning = spec.settings[0].tuning
+    assert tuning is not None
+    chosen = {r.cell: r.grid_values for r in finals}
+    trials = dict(tuning.points())
+    assert chosen["ring__divergence=gaussian-kl"] == trials["trial01"]
+    assert chosen["ring__divergence=kozachenko-leonenko"] == trials["trial03"]
+
+
+def test_a_profile_can_widen_the_search(tmp_path: Path) -> None:
+    spec, source = load_study(_study(tmp_path, SEARCHED, steps=12))
+    runs = plan(spec, str(source), tmp_path / "out", profile="wide", check=False)
+    assert len({r.grid_values for r in runs if r.phase == "tune"}) == 6
+
+
+def test_an_epoch_schedule_in_a_tuned_setting_is_refused(tmp_path: Path) -> None:
+    body = SEARCHED.replace(
+        'metrics = ["reconstruction"]',
+        'metrics = ["reconstruction"]\nconfig = { optim = { lr_drop_every = 2 } }',
+    )
+    spec, source = load_study(_study(tmp_path, body, steps=12))
+    with pytest.raises(ConfigError, match="counts its schedule in iterations"):
+        plan(spec, str(source), tmp_path / "out", check=False)
+
+
+def test_a_halving_rung_as_long_as_the_budget_is_refused(tmp_path: Path) -> None:
+    spec, source = load_study(_study(tmp_path, SEARCHED, steps=6))
+    with pytest.raises(ConfigError, match=r"tuning.halving.steps \(6\) must be below"):
+        plan(spec, str(source), tmp_path / "out", check=False)
+
+
+def test_a_choice_at_the_edge_of_its_range_is_flagged() -> None:
+    tuning = Tuning(
+        space={"a.b": {"low": 1.0, "high": 1000.0, "log": True}},  # type: ignore[dict-item]
+        trials=2,
+        metric="q.x",
+        goal="min",
+    )
+    labels = {"edge": (("a.b", 1.5),), "inside": (("a.b", 30.0),)}
+    record = {"metrics": {"q": {"x": 0.0}}}
+    worse = {"metrics": {"q": {"x": 1.0}}}
+    at_edge = choose(tuning, {"edge": [record], "inside": [worse]}, labels)
+    inside = choose(tuning, {"edge": [worse], "inside": [record]}, labels)
+    # 1.5 is 6 % of the way up [1, 1000] on its log scale, 30 is 49 %
+    assert at_edge is not None and at_edge.edges == ("a.b",)
+    assert inside is not None and inside.edges == ()
+
+
+def test_a_primary_the_setting_does_not_measure_is_refused(tmp_path: Path) -> None:
+    body = SEARCHED.replace('primary = "reconstruction.recon_l1"', 'primary = "fid.x"')
+    spec, source = load_study(_study(tmp_path, body, steps=12))
+    with pytest.raises(ConfigError, match=r"primary 'fid\.x' names a metric"):
+        plan(spec, str(source), tmp_path / "out", check=False)
