@@ -220,6 +220,8 @@ def run_study(
             train(stage)
             runs = plan(spec, str(source), folder, profile, check=False)
             _record_plan(spec, source, profile, runs, folder)
+        # a later rung joined the plan while the study ran
+        result.selected = sum(1 for r in runs if not only or r.run_id in only)
         _fail_awaiting(spec, folder, runs, only, overall, result)
     if report:
         _write_report(folder)
