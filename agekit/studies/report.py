@@ -341,6 +341,8 @@ def _markdown(
         lines += [
             f"## {setting}",
             "",
+            f"Mean [{INTERVAL_METHOD}] (n = seeds):",
+            "",
             "| metric | " + " | ".join(c.removeprefix(setting + "__") for c in cells) + " |",
             "|---|" + "---|" * len(cells),
         ]
