@@ -396,10 +396,6 @@ def parse_config(raw: dict[str, Any], source: str = "<config>") -> ExperimentCon
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, source)) from None
     validate_components(config, source)
-    if config.game.adaptive_adversary is not None:
-        from agekit.adversary import check_adaptive_adversary
-
-        check_adaptive_adversary(config, source)
     return config
 
 

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import torch
 
 from agekit import checkpoint as ckpt
-from agekit.adversary import resolve_threshold
+from agekit.adversary import check_adaptive_adversary, resolve_threshold
 from agekit.batchnorm import EvaluationStatistics, estimate_statistics
 from agekit.components import DataSource, EncoderGenerator, Generator, Prior
 from agekit.config import ExperimentConfig, parse_config
@@ -100,7 +100,14 @@ class Model:
         return self.pair.generator
 
 
-def build_model(config: ExperimentConfig, device: torch.device) -> Model:
+def build_model(
+    config: ExperimentConfig, device: torch.device, check_adversary: bool = True
+) -> Model:
+    """The configuration's components, assembled on ``device``. ``check_adversary`` refuses an
+    adaptive-adversary threshold that the divergence exceeds at the prior (training would drive
+    its weight to 0); a trained run's saved configuration is rebuilt without that check."""
+    if check_adversary and config.game.adaptive_adversary is not None:
+        check_adaptive_adversary(config, "configuration")
     torch.manual_seed(config.train.seed)
     prior = create("prior", config.prior.name, dim=config.prior.dim, **config.prior.options)
     data = create("dataset", config.data.name, **config.data.options)
@@ -195,7 +202,7 @@ def load_trained(
     target = resolve_device(device)
     state = ckpt.load(path, map_location=target)
     config = parse_config(state["config"], f"{path} (saved configuration)")
-    model = build_model(config, target)
+    model = build_model(config, target, check_adversary=False)
     model.pair.encoder.load_state_dict(state["encoder"])
     model.pair.generator.load_state_dict(state["generator"])
     if batchnorm == "evaluation":

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 
+from agekit.adversary import check_adaptive_adversary
 from agekit.config import ConfigError, parse_config, reference_adversary_threshold
 from agekit.game import AdaptiveAdversaryWeight
 from agekit.model import build_adversary
@@ -50,6 +51,14 @@ def test_the_gaussian_kl_threshold_is_the_branchs_translated() -> None:
     for _ in range(200):
         weight.update(0.2, 0.0, lr_ratio=1.0)
     assert weight.weight == 0.0  # floored at 0
+
+
+def _validated(raw: dict[str, Any], source: str = "configuration") -> Any:
+    """A configuration as training and study validation accept it: parsed, then its adaptive
+    adversary's threshold checked against the divergence at the prior."""
+    config = parse_config(raw, source)
+    check_adaptive_adversary(config, source)
+    return config
 
 
 def test_the_default_threshold_needs_the_sphere() -> None:
@@ -135,7 +144,7 @@ def test_a_threshold_exceeded_at_the_prior_is_refused(
     if "recipe" in raw:
         raw = {**raw, "data": {"options": {"root": str(tmp_path)}}}
     with pytest.raises(ConfigError) as caught:
-        parse_config(raw, "run.toml")
+        _validated(raw, "run.toml")
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith(
@@ -145,16 +154,16 @@ def test_a_threshold_exceeded_at_the_prior_is_refused(
     assert expected is not None, message
     # The level the message asks for is accepted.
     raw = {**raw, "game": {"adaptive_adversary": {"threshold": float(expected.group(1))}}}
-    assert parse_config(raw).game.adaptive_adversary is not None
+    assert _validated(raw).game.adaptive_adversary is not None
 
 
 def test_a_threshold_above_the_prior_level_is_accepted(tmp_path: Path) -> None:
-    config = parse_config(_reference("reference-celeba", tmp_path, threshold=3.75))
+    config = _validated(_reference("reference-celeba", tmp_path, threshold=3.75))
     assert config.game.adaptive_adversary is not None
     assert config.game.adaptive_adversary.threshold == 3.75
     # The weight never falls when it gains at least what it loses, whatever the threshold.
     raw = _reference("reference-celeba", tmp_path, threshold=0.1, increase=0.02, decrease=0.02)
-    assert parse_config(raw).game.adaptive_adversary is not None
+    assert _validated(raw).game.adaptive_adversary is not None
 
 
 def test_the_docs_state_where_the_controller_comes_from() -> None:
@@ -165,3 +174,20 @@ def test_the_docs_state_where_the_controller_comes_from() -> None:
     assert "058cdf90b9570d692fce52c30b089c1ecf4d8961" in section
     assert "never merged" in section
     assert "not in the code the reference README runs" in section
+
+
+def test_a_saved_configuration_with_a_refused_threshold_still_loads(tmp_path: Path) -> None:
+    # A run trained before a threshold was refused keeps its checkpoint usable: only training
+    # and study validation check it.
+    from agekit.model import build_model
+
+    raw = {
+        "prior": {"dim": 16},
+        "data": {"name": "ring8", "batch_size": 16},
+        "backbone": {"name": "mlp"},
+        "game": {"adaptive_adversary": {}},
+    }
+    config = parse_config(raw, "saved")
+    with pytest.raises(ConfigError, match="exceeded at the prior"):
+        build_model(config, torch.device("cpu"))
+    assert build_model(config, torch.device("cpu"), check_adversary=False).game is not None

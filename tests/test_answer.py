@@ -33,7 +33,9 @@ def test_a_difference_that_survives_holm_is_stated_with_its_direction() -> None:
     records = _records(3.0, [0.1, -0.1, 0.2, -0.2, 0.0])
     summary = summarise(records, {"q.fd": "lower"}, primaries={"s": "q.fd"})
     text = answer(summary, {"q.fd": "lower"})
-    assert text.startswith("They differ on every data set: on s, a has the better q.fd")
+    assert text.startswith(
+        "Every primary comparison finds a difference: on s, a has the better q.fd"
+    )
 
 
 def test_no_difference_is_stated_when_the_adjusted_test_finds_none() -> None:

@@ -334,7 +334,7 @@ def test_every_cell_gets_the_same_reproducible_trials_inside_the_ranges(tmp_path
     )
 
 
-def test_a_grid_goes_through_optunas_grid_sampler_as_the_crossed_grid() -> None:
+def test_a_grid_is_crossed_in_its_listed_order() -> None:
     tuning = Tuning(grid={"a.b": [1, 2], "c.d": [0.5]}, metric="q.x", goal="min")
     assert [dict(point) for _, point in tuning.points()] == [
         {"a.b": 1, "c.d": 0.5},
@@ -416,6 +416,13 @@ def test_a_choice_at_the_edge_of_its_range_is_flagged() -> None:
     # 1.5 is 6 % of the way up [1, 1000] on its log scale, 30 is 49 %
     assert at_edge is not None and at_edge.edges == ("a.b",)
     assert inside is not None and inside.edges == ()
+    # a listed grid: the smallest or largest of three or more values is an edge too
+    grid = Tuning(grid={"a.b": [1.0, 2.0, 3.0]}, metric="q.x", goal="min")
+    points = {"low": (("a.b", 1.0),), "middle": (("a.b", 2.0),)}
+    low = choose(grid, {"low": [record], "middle": [worse]}, points)
+    middle = choose(grid, {"low": [worse], "middle": [record]}, points)
+    assert low is not None and low.edges == ("a.b",)
+    assert middle is not None and middle.edges == ()
 
 
 def test_a_primary_the_setting_does_not_measure_is_refused(tmp_path: Path) -> None:

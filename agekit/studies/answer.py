@@ -12,10 +12,12 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from agekit.studies.statistics import LEVEL
+
 __all__ = ["ALPHA", "answer", "detectability_lines", "primary_comparisons"]
 
 #: Family-wise error rate of the primary comparisons.
-ALPHA = 0.05
+ALPHA = round(1 - LEVEL, 10)
 
 
 def primary_comparisons(summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -62,10 +64,14 @@ def answer(
         p = c.get("p_holm", math.nan)
         note = _limits_note(summary, c, (limits or {}).get(setting, {}))
         where = f"Holm-adjusted p = {p:.2g}, n = {c['n_pairs']} seeds"
-        if not math.isnan(p) and p < ALPHA:
+        direction = directions.get(metric)
+        if math.isnan(p) or direction not in ("lower", "higher"):
+            why = "no better direction" if direction not in ("lower", "higher") else "too few"
+            parts.append(f"on {setting}, {metric} could not be tested ({why}: {a} against {b})")
+        elif p < ALPHA:
             found += 1
-            lower_is_better = directions.get(metric) == "lower"
-            a_better = (mean_a < mean_b) == lower_is_better
+            # the paired mean difference a - b decides, as the test does
+            a_better = (c["mean_diff"] < 0) == (direction == "lower")
             better, worse = (a, b) if a_better else (b, a)
             best, rest = (mean_a, mean_b) if a_better else (mean_b, mean_a)
             parts.append(
@@ -88,9 +94,9 @@ def answer(
     if found == 0:
         opening = "No difference survives the adjustment"
     elif found == len(parts):
-        opening = "They differ on every data set"
+        opening = "Every primary comparison finds a difference"
     else:
-        opening = f"They differ on {found} of {len(parts)} data sets"
+        opening = f"{found} of {len(parts)} primary comparisons find a difference"
     return f"{opening}: " + "; ".join(parts) + "."
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from agekit.adversary import check_adaptive_adversary
 from agekit.config import ConfigError, ExperimentConfig
 
 if TYPE_CHECKING:
@@ -76,6 +77,8 @@ class Checker:
 
         config = run.config
         where = describe_run(self.source, run.run_id, run.axis_values)
+        if config.game.adaptive_adversary is not None:
+            check_adaptive_adversary(config, where)
         data = self.dataset(where, config)
         p = config.prior
         prior = self.build(

@@ -65,6 +65,8 @@ class Overall:
         self.done += 1
         self.failed += int(failed)
         self.left[kind] = max(0.0, self.left.get(kind, 0.0) - work)
+        if failed:
+            return  # a failure's time says nothing about the pace of a run that finishes
         spent_seconds, spent_work = self.spent.get(kind, (0.0, 0.0))
         self.spent[kind] = (spent_seconds + seconds, spent_work + work)
 

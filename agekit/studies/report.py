@@ -1,7 +1,8 @@
 """The study report's writers: report.md, summary.json, summary.csv and the closing table.
 
-The numbers come from :mod:`agekit.studies.statistics` (per-cell means with 95% bootstrap
-intervals over seeds, paired comparisons Holm-adjusted within the study), the plots from
+The numbers come from :mod:`agekit.studies.statistics` (per-cell means with 95 % Student-t
+intervals over seeds, paired comparisons, Holm over the pre-declared primaries) and the answer
+sentence from :mod:`agekit.studies.answer`, the plots from
 :mod:`agekit.studies.figures`; which keys are headline, and which direction is better, from the
 metric classes (:func:`headline`).
 """
@@ -417,6 +418,14 @@ def _statistics_lines(summary: dict[str, Any]) -> list[str]:
         f"exactly when p < 0.05. {holm}",
         "",
     ]
+    tested = {c["setting"] for c in summary["comparisons"] if c.get("primary")}
+    for setting, key in sorted(primaries.items()):
+        if setting not in tested:
+            lines += [
+                f"The declared primary `{key}` of {setting} has no comparison: no two cells "
+                "measured it at shared seeds (check the key against the tables below).",
+                "",
+            ]
     detectable = detectability_lines(summary)
     if detectable:
         lines += ["What the primary tests could detect at this n:", "", *detectable, ""]

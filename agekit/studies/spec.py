@@ -57,7 +57,7 @@ from agekit.studies.tuning import (
     Tuning,
     choose,
     point_label,
-    ranked,
+    promoted,
     require_values,
 )
 
@@ -358,19 +358,18 @@ class _RunBuilder:
         # a deciding run's configuration is the final runs' schedule: check it before any rung
         self._check_tuning(setting, tuning, group(next(iter(trials)), "", [])[0])
         runs: list[PlannedRun] = []
-        promoted: list[str] = list(trials)
+        going_on = list(trials)
         if tuning.halving is not None:
             short = {
                 label: group(label, SHORT_RUNG_MARK, [("train.steps", tuning.halving.steps)])
                 for label in trials
             }
             runs += [run for runs_ in short.values() for run in runs_]
-            order = ranked(tuning, self._evaluations(short))
-            if not order:
+            advanced = promoted(tuning, self._evaluations(short))
+            if not advanced:
                 return runs, None
-            best = set(order[: tuning.promoted_count()])
-            promoted = [label for label in trials if label in best]
-        deciding = {label: group(label, "", []) for label in promoted}
+            going_on = advanced
+        deciding = {label: group(label, "", []) for label in going_on}
         runs += [run for runs_ in deciding.values() for run in runs_]
         choice = choose(
             tuning, self._evaluations(deciding), {label: trials[label] for label in deciding}
@@ -394,11 +393,16 @@ class _RunBuilder:
                     "'reconstruction.recon_mse')"
                 )
         config = run.config
-        if config.optim.lr_drop_every is not None or config.train.epochs is not None:
+        if (
+            config.optim.lr_drop_every is not None
+            or config.train.epochs is not None
+            or config.train.max_minutes is not None
+        ):
             raise ConfigError(
                 f"{where}: a tuned setting counts its schedule in iterations (train.steps, no "
-                "optim.lr_drop_every or train.epochs): the validation split shortens an epoch, "
-                "so a schedule in epochs would differ between its tuning and final runs"
+                "optim.lr_drop_every, train.epochs or train.max_minutes): the validation split "
+                "shortens an epoch and the machine's load changes a wall-clock budget, so such "
+                "a schedule would differ between its tuning and final runs"
             )
         full = config.train.steps
         if tuning.halving is not None and (full is None or tuning.halving.steps >= full):

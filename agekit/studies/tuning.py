@@ -1,10 +1,11 @@
 """Tuning a setting per cell on a validation split before the test split judges it.
 
 A setting with a ``[settings.tuning]`` table gives every cell (every combination of the study's
-axes) the same trials at the same tuning seeds. Trials come from optuna: its ``GridSampler`` for
-a ``grid`` of listed values, its quasi-Monte-Carlo ``QMCSampler`` (scrambled Sobol points) for a
-``space`` of continuous ranges. Both samplers place their trials without looking at results, so
-every cell, whatever its divergence, gets the very same trials: an equal, paired budget::
+axes) the same trials at the same tuning seeds: a ``grid`` of listed values is crossed, and a
+``space`` of continuous ranges is sampled by optuna's quasi-Monte-Carlo ``QMCSampler`` (scrambled
+Sobol points; optuna draws the first trial with its seeded independent sampler, the rest from the
+Sobol sequence). Neither looks at results, so every cell, whatever its divergence, gets the very
+same trials: an equal, paired budget::
 
     [settings.tuning]
     space = { "game.latent_weight" = { low = 30.0, high = 500.0, log = true },
@@ -36,7 +37,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -96,7 +97,7 @@ class Halving(Strict):
 
 
 class Tuning(Strict):
-    #: Dotted configuration keys and the values to try, crossed (optuna's GridSampler).
+    #: Dotted configuration keys and the values to try, crossed.
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     #: Dotted configuration keys and continuous ranges (optuna's QMCSampler, scrambled Sobol).
     space: dict[str, Range] = Field(default_factory=dict)
@@ -140,15 +141,27 @@ class Tuning(Strict):
         return self
 
     @property
-    def sampler(self) -> str:
-        return "grid" if self.grid else "qmc"
-
-    @property
     def keys(self) -> list[str]:
         return list(self.grid or self.space)
 
-    @cached_property
-    def _trials(self) -> list[tuple[str, Point]]:
+    def points(self) -> list[tuple[str, Point]]:
+        """Every trial as (label, ((key, value), ...)), the same for every cell."""
+        return list(_trials(self.model_dump_json()))
+
+    def promoted_count(self) -> int:
+        """How many trials rung 1 trains under successive halving (at least one)."""
+        total = len(self.points())
+        return total if self.halving is None else max(1, math.ceil(total * self.halving.keep))
+
+
+@lru_cache(maxsize=64)
+def _trials(table: str) -> tuple[tuple[str, Point], ...]:
+    """A tuning table's trials, cached by its JSON: optuna's sampler is drawn once per table."""
+    return tuple(_TrialDrawer.model_validate_json(table).draw())
+
+
+class _TrialDrawer(Tuning):
+    def draw(self) -> list[tuple[str, Point]]:
         if self.grid:
             keys = list(self.grid)
             return [
@@ -159,10 +172,6 @@ class Tuning(Strict):
                 )
             ]
         return [(f"trial{index:02d}", point) for index, point in enumerate(self._drawn())]
-
-    def points(self) -> list[tuple[str, Point]]:
-        """Every trial as (label, ((key, value), ...)), the same for every cell."""
-        return list(self._trials)
 
     def _drawn(self) -> list[Point]:
         import optuna
@@ -183,11 +192,6 @@ class Tuning(Strict):
             params = study.ask(distributions).params
             points.append(tuple((key, _round(params[key], self.space[key])) for key in self.space))
         return points
-
-    def promoted_count(self) -> int:
-        """How many trials rung 1 trains under successive halving (at least one)."""
-        total = len(self._trials)
-        return total if self.halving is None else max(1, math.ceil(total * self.halving.keep))
 
 
 def _round(value: float, bounds: Range) -> float:
@@ -254,6 +258,27 @@ def ranked(tuning: Tuning, records: dict[str, list[dict[str, Any] | None]]) -> l
     )
 
 
+def promoted(tuning: Tuning, short: dict[str, list[dict[str, Any] | None]]) -> list[str] | None:
+    """The trials rung 1 trains, in the trials' order, from rung 0's records (``short``: label ->
+    its runs' records); None while rung 0 is not evaluated. The planner and the report both ask
+    this, so they agree on which trials went on."""
+    order = ranked(tuning, short)
+    if order is None:
+        return None
+    best = set(order[: tuning.promoted_count()])
+    return [label for label in short if label in best]
+
+
+def _at_edge(tuning: Tuning, key: str, value: Any) -> bool:
+    """Whether a chosen value lies at the edge of what was searched for its key: in the outer
+    EDGE_SHARE of a range, or the smallest or largest of three or more listed numbers."""
+    if key in tuning.space:
+        position = tuning.space[key].position(value)
+        return min(position, 1 - position) < EDGE_SHARE
+    listed = [v for v in tuning.grid.get(key, []) if isinstance(v, int | float)]
+    return len(set(listed)) >= 3 and value in (min(listed), max(listed))
+
+
 def choose(
     tuning: Tuning, records: dict[str, list[dict[str, Any] | None]], labels: dict[str, Point]
 ) -> Choice | None:
@@ -270,13 +295,7 @@ def choose(
     best = order[0]
     for label, row in table.items():
         row["chosen"] = label == best
-    edges = tuple(
-        key
-        for key, value in labels[best]
-        if key in tuning.space
-        and min(tuning.space[key].position(value), 1 - tuning.space[key].position(value))
-        < EDGE_SHARE
-    )
+    edges = tuple(key for key, value in labels[best] if _at_edge(tuning, key, value))
     return Choice(best, labels[best], table, table[best]["within_limits"], edges)
 
 
@@ -310,7 +329,7 @@ def tuning_lines(study: dict[str, Any], records: list[dict[str, Any]]) -> list[s
 
 def _search_text(tuning: Tuning) -> str:
     if tuning.grid:
-        searched = "Grid (optuna GridSampler): " + ", ".join(
+        searched = "Grid (every combination): " + ", ".join(
             f"`{k}` in {v}" for k, v in tuning.grid.items()
         )
     else:
@@ -337,21 +356,25 @@ def _search_text(tuning: Tuning) -> str:
 
 def _cell_lines(tuning: Tuning, cell: str, mine: list[dict[str, Any]]) -> list[str]:
     trials = tuning.points()
-    rungs = [SHORT_RUNG_MARK, ""] if tuning.halving else [""]
-    by_rung: dict[str, dict[str, list[dict[str, Any] | None]]] = {}
-    for rung in rungs:
-        by_rung[rung] = {}
-        for label, point in trials:
+
+    def records(rung: str, labels: list[str]) -> dict[str, list[dict[str, Any] | None]]:
+        table: dict[str, list[dict[str, Any] | None]] = {}
+        for label in labels:
+            point = dict(trials)[label]
             found: list[dict[str, Any] | None] = [
                 r
                 for r in mine
                 if _same_point(r.get("grid", {}), point) and r.get("rung", "") == rung
             ]
-            if found or rung == rungs[0]:
-                by_rung[rung][label] = found + [None] * (len(tuning.seeds) - len(found))
-    deciding = by_rung[""]
+            table[label] = found + [None] * (len(tuning.seeds) - len(found))
+        return table
+
+    labels = [label for label, _ in trials]
+    short = records(SHORT_RUNG_MARK, labels) if tuning.halving else {}
+    going_on = promoted(tuning, short) if tuning.halving else labels
+    deciding = records("", going_on) if going_on else {}
     choice = choose(tuning, deciding, dict(trials)) if deciding else None
-    short = trial_scores(tuning, by_rung[SHORT_RUNG_MARK]) if tuning.halving else {}
+    short_scores = trial_scores(tuning, short)
     final = choice.table if choice else trial_scores(tuning, deciding)
     header = ["trial", *(k.split(".")[-1] for k in tuning.keys)]
     if tuning.halving:
@@ -367,9 +390,12 @@ def _cell_lines(tuning: Tuning, cell: str, mine: list[dict[str, Any]]) -> list[s
         row = [label if tuning.space else label.replace("__", ", ")]
         row += [f"{value:.4g}" if isinstance(value, float) else str(value) for _, value in point]
         if tuning.halving:
-            row.append(_score_text(short.get(label)))
+            row.append(_score_text(short_scores.get(label)))
         scores = final.get(label)
-        row.append(_score_text(scores) if scores else "not promoted")
+        if scores is None:
+            row.append("not promoted" if going_on is not None else "")
+        else:
+            row.append(_score_text(scores))
         row += [f"{scores['limits'][k]:.4g}" if scores else "" for k in tuning.at_most]
         row.append("**yes**" if scores and scores.get("chosen") else "")
         lines.append("| " + " | ".join(row) + " |")
@@ -378,7 +404,7 @@ def _cell_lines(tuning: Tuning, cell: str, mine: list[dict[str, Any]]) -> list[s
         lines += ["No trial met the limits; the best by the metric alone was used.", ""]
     for key in choice.edges if choice else ():
         note = tuning.edge_notes.get(key, "the optimum may lie outside the searched range")
-        lines += [f"Edge: the chosen `{key}` lies in the outer tenth of its range: {note}.", ""]
+        lines += [f"Edge: the chosen `{key}` lies at the edge of what was searched: {note}.", ""]
     return lines
 
 
