@@ -430,3 +430,22 @@ def test_a_primary_the_setting_does_not_measure_is_refused(tmp_path: Path) -> No
     spec, source = load_study(_study(tmp_path, body, steps=12))
     with pytest.raises(ConfigError, match=r"primary 'fid\.x' names a metric"):
         plan(spec, str(source), tmp_path / "out", check=False)
+
+
+def test_a_halving_study_runs_its_rungs_in_order_and_reports_them(tmp_path: Path) -> None:
+    body = SEARCHED.replace("trials = 4", "trials = 2").replace("keep = 0.5", "keep = 0.4")
+    path = _study(tmp_path, body, steps=8, checkpoint_every=8)
+    out = tmp_path / "out"
+    result = run_study(path, out=out, jobs=1, progress=False)
+    # per cell: 2 trials x 2 seeds at 6 iterations, the best 1 x 2 seeds at 8, then 2 final runs
+    assert not result.failed and len(result.finished) == 2 * (4 + 2 + 2)
+    assert result.selected == len(result.finished)
+    records = [json.loads(p.read_text()) for p in (out / "runs").glob("*/eval.json")]
+    full = [r for r in records if r["phase"] == "tune" and not r["rung"]]
+    assert {r["config"]["train"]["steps"] for r in full} == {8}
+    finals = [r for r in records if r["phase"] == "final"]
+    for record in finals:  # each cell's final runs use the trial its full rung trained
+        assert any(r["grid"] == record["grid"] and r["tunes"] == record["cell"] for r in full)
+    report = (out / "report.md").read_text()
+    assert "## Answer" in report and "Successive halving" in report
+    assert report.count("not promoted") == 2  # one trial per cell stopped at rung 0
