@@ -12,6 +12,7 @@ this module.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
@@ -23,9 +24,15 @@ import torch
 from agekit.atomic import write_atomic
 from agekit.config import DistributedConfig
 
+#: Notes for the person reading a run (a damaged checkpoint skipped); the commands print them.
+log = logging.getLogger(__name__)
+
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)\.pt$")
 #: The temporary files :func:`save_atomic` writes before renaming them into place.
 FRAGMENT_PATTERN = re.compile(r"^\.step_\d+\.pt\..+\.tmp$")
+#: Why a non-empty file did not load: cut short, overwritten, or a pickle of other objects (which
+#: the weights-only loader never runs).
+DAMAGED = "the file is damaged (cut short or overwritten) or is not an agekit checkpoint"
 #: Suffix of a checkpoint that failed to load and was moved out of the way.
 SET_ASIDE_SUFFIX = ".unreadable"
 
@@ -47,25 +54,15 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         size = path.stat().st_size
-        reason = "the file is empty" if size == 0 else _short_reason(exc)
+        # torch's wording (unpickler, zip reader) is kept for --debug; people get what to act on.
+        log.debug("%s: torch.load failed: %s", path, exc)
+        reason = "the file is empty" if size == 0 else DAMAGED
         raise CheckpointError(
             f"{path}: not a readable agekit checkpoint ({size} bytes): {reason}"
         ) from None
     if not isinstance(state, dict) or state.get("format") != 1:
         raise CheckpointError(f"{path}: not an agekit checkpoint (missing format marker)")
     return state
-
-
-def _short_reason(exc: Exception) -> str:
-    """One line out of torch's (often paragraph-long) loading errors."""
-    text = str(exc).strip()
-    marker = "WeightsUnpickler error:"
-    if marker in text:
-        detail = [line.strip() for line in text.split(marker, 1)[1].splitlines() if line.strip()]
-        return f"refused by the weights-only loader ({detail[0] if detail else 'no detail'})"
-    if not text:
-        return type(exc).__name__
-    return text.splitlines()[0].split(". ", 1)[0]
 
 
 def checkpoints(folder: Path) -> list[Path]:
@@ -126,6 +123,25 @@ def remove_fragments(folder: Path) -> list[Path]:
 def prune(folder: Path, keep: int) -> None:
     for old in checkpoints(folder)[:-keep]:
         old.unlink(missing_ok=True)
+
+
+def load_resolved(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[Path, dict[str, Any]]:
+    """A checkpoint file, loaded; or a run folder's newest checkpoint that loads, as resume does
+    (:func:`load_newest`), with a warning naming each newer one skipped. Skipped files are left
+    where they are: reading a run must not change it."""
+    path = Path(path)
+    if not path.is_dir():
+        return path, load(path, map_location)
+    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    found = load_newest(folder, map_location)
+    if found is None:
+        raise CheckpointError(f"{path}: no checkpoints (step_*.pt) in {folder}")
+    chosen, state, skipped = found
+    for _, reason in skipped:  # each reason starts with its file's path
+        log.warning("%s; skipped, using the older %s instead", reason, chosen.name)
+    return chosen, state
 
 
 def resolve(path: str | Path) -> Path:

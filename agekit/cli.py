@@ -139,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="plain aligned rows instead of a table (the default when output is not a terminal)",
     )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="import every component to show whether it loads (slower: imports torch and plugins)",
+    )
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("train", help="train one AGE model from a TOML configuration")

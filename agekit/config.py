@@ -144,7 +144,9 @@ def _check_shape(model: type[BaseModel], tree: dict[str, Any], prefix: str) -> N
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # No setting is meant to be infinite or NaN unless its field says so (game.fake_margin):
+    # refused here, an inf learning rate or weight names its key instead of failing at step 1.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class Component(Strict):
@@ -254,7 +256,7 @@ class GameConfig(Strict):
     #: dimension). Without it the encoder can saturate, mapping every generated image to one
     #: point, and the generator gets no signal (see docs/method.md). ``inf`` turns it off, as
     #: in the paper's bare equations.
-    fake_margin: float = Field(0.5, gt=0)
+    fake_margin: float = Field(0.5, gt=0, allow_inf_nan=True)
     #: Low-pass applied to g(z) before the latent term L_Z of the generator step ('none' is the
     #: paper's game). Removes the generator's incentive to hide z in pixel-scale speckle.
     latent_filter: Literal["none", "gaussian", "median"] = "none"
@@ -275,6 +277,15 @@ class OptimConfig(Strict):
     #: with epoch % n == n - 1 (factor^((epoch + 1) // n)).
     lr_drop_timing: Literal["after", "reference"] = "after"
 
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        # Adam's running-average coefficients: 1 or more never forgets, below 0 is no average.
+        for index, beta in enumerate(value):
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"each beta must lie in [0, 1); betas[{index}] is {beta}")
+        return value
+
 
 class TrainConfig(Strict):
     #: Budget: iterations (one encoder update plus its generator updates) and/or epochs.
@@ -283,7 +294,8 @@ class TrainConfig(Strict):
     #: Optional wall-clock limit; the run checkpoints and stops when it is reached.
     max_minutes: float | None = Field(None, gt=0)
     device: str = "auto"
-    seed: int = 0
+    #: Any seed torch accepts: a 64-bit integer, signed or unsigned.
+    seed: int = Field(0, ge=-(2**63), le=2**64 - 1)
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = False
     #: NHWC memory format for image networks: measured 1.4-2x faster on this CPU for the dcgan
@@ -403,9 +415,28 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
     """Load, override (a mapping like :func:`parse_overrides` returns) and validate a TOML file."""
     path = Path(path)
     raw = load_toml(path, "configuration file")
+    empty = not raw
     if overrides:
         raw = deep_merge(raw, overrides)
+    _require_a_starting_point(raw, path, empty)
     return parse_config(raw, str(path))
+
+
+def _require_a_starting_point(raw: dict[str, Any], path: Path, empty: bool) -> None:
+    """A file (with its overrides) must name its data set or a recipe: the library defaults
+    alone (mnist5k, 1,000 steps) are neither the paper's game nor a recipe, so training them is
+    never what was meant."""
+    data = raw.get("data")
+    if raw.get("recipe") is not None or (isinstance(data, dict) and "name" in data):
+        return
+    from agekit.recipes import RECIPES
+
+    what = "is empty" if empty else "names neither a data set (data.name) nor a recipe"
+    raise ConfigError(
+        f"{path}: the configuration file {what}; the library defaults are neither the paper's "
+        "game nor a recipe: start from a shipped configuration in configs/ or set recipe = one "
+        f"of {', '.join(sorted(RECIPES))}"
+    )
 
 
 def validate_components(config: ExperimentConfig, source: str) -> None:
@@ -430,6 +461,32 @@ def validate_components(config: ExperimentConfig, source: str) -> None:
             validate_options(factory, options, f"{kind} {name!r}")
         except RegistryError as exc:
             raise ConfigError(f"{source}: {key}: {exc}") from None
+    _check_divergence_batch(config, source)
+
+
+def _check_divergence_batch(config: ExperimentConfig, source: str) -> None:
+    """A divergence that needs more codes than a batch holds (kozachenko-leonenko's k-th
+    neighbour with k >= data.batch_size) would otherwise fail at the first step, naming no key."""
+    from agekit.registry import RegistryError, create
+
+    try:
+        divergence = create("divergence", config.divergence.name, **config.divergence.options)
+        needed = int(divergence.min_batch())
+    except (RegistryError, ValueError, TypeError):
+        return  # its options were checked above; a plugin that cannot say is left to run time
+    batch = config.data.batch_size
+    if needed <= batch:
+        return
+    k = getattr(divergence, "k", None)
+    if isinstance(k, int):
+        raise ConfigError(
+            f"{source}: divergence.options.k = {k} needs k < data.batch_size ({batch}): lower "
+            f"divergence.options.k or raise data.batch_size to at least {needed}"
+        )
+    raise ConfigError(
+        f"{source}: divergence {config.divergence.name!r} needs at least {needed} codes a batch; "
+        f"data.batch_size is {batch}: raise it to {needed}"
+    )
 
 
 def config_to_dict(config: ExperimentConfig) -> dict[str, Any]:

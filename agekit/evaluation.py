@@ -8,7 +8,6 @@ from typing import Any, Literal
 
 import torch
 
-from agekit import checkpoint as ckpt
 from agekit.atomic import write_json_atomic as write_json_atomic  # re-exported for the runner
 from agekit.components import (
     ComponentInputError,
@@ -19,6 +18,7 @@ from agekit.components import (
 )
 from agekit.config import Component
 from agekit.model import load_trained
+from agekit.provenance import PROVENANCE_KEY, provenance
 from agekit.registry import REGISTRY, RegistryError, create
 
 
@@ -101,10 +101,10 @@ def evaluate(
     """
     if batchnorm not in ("real-data", "running"):
         raise ValueError(f"batchnorm must be 'real-data' or 'running', got {batchnorm!r}")
-    path = ckpt.resolve(run_dir)
     model, state = load_trained(
-        path, device, batchnorm="evaluation" if batchnorm == "real-data" else "running"
+        run_dir, device, batchnorm="evaluation" if batchnorm == "real-data" else "running"
     )
+    path = model.checkpoint
     if model.statistics is not None:
         batchnorm_protocol = dict(model.statistics.protocol)
     elif batchnorm == "running":
@@ -142,6 +142,7 @@ def evaluate(
         "divergences_not_applicable": unusable,
         # the metrics' "test" split is a validation split held out of train when this says so
         "heldout_split": model.config.data.heldout,
+        PROVENANCE_KEY: provenance(),
     }
 
 

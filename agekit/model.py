@@ -91,6 +91,8 @@ class Model:
     #: The batch-norm statistics the networks are evaluated and sampled with, once
     #: :func:`use_evaluation_statistics` gave them (None: the running statistics of training).
     statistics: EvaluationStatistics | None = None
+    #: The checkpoint file :func:`load_trained` read (a run folder's newest that loads).
+    checkpoint: Path | None = None
 
     def generator_for(self, inputs: Literal["prior", "codes"]) -> Generator:
         """The generator, with the batch-norm statistics for decoding ``inputs`` (prior samples
@@ -198,11 +200,11 @@ def load_trained(
     """
     if batchnorm not in ("evaluation", "running"):
         raise ValueError(f"batchnorm must be 'evaluation' or 'running', got {batchnorm!r}")
-    path = ckpt.resolve(path)
     target = resolve_device(device)
-    state = ckpt.load(path, map_location=target)
+    path, state = ckpt.load_resolved(path, map_location=target)
     config = parse_config(state["config"], f"{path} (saved configuration)")
     model = build_model(config, target, check_adversary=False)
+    model.checkpoint = path
     model.pair.encoder.load_state_dict(state["encoder"])
     model.pair.generator.load_state_dict(state["generator"])
     if batchnorm == "evaluation":

@@ -2,24 +2,36 @@
 the training log ``metrics.jsonl`` (:func:`append_record`, :func:`truncate_records`).
 
 On a terminal, :func:`training_progress` draws a rich bar whose first row (step count, bar,
-elapsed time) fits in 80 columns, with the latest log record's terms on a row of their own. When
-the stream is not a terminal (a log redirected to a file, a batch job's output), it prints plain
-lines instead, about every tenth of the run: ``step 400/4000  KL_real 0.612 ...``.
+elapsed and remaining time) fits in 80 columns, with the latest log record's terms on a row of
+their own. When the stream is not a terminal (a log redirected to a file, a batch job's output),
+it prints plain lines instead, about every tenth of the run: ``step 400/4000  KL_real 0.612 ...
+0:01:10  ETA 0:10:30``.
+
+The display never stops training: a write that fails (a closed pipe, a terminal that hung up)
+silences it and its stream, and the trainer is told (:class:`GuardedProgress`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from rich.console import Console, RenderableType
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Column
 from rich.text import Text
 
@@ -27,6 +39,7 @@ from agekit.atomic import write_atomic
 from agekit.game import TERM_LABELS
 
 __all__ = [
+    "GuardedProgress",
     "LineProgress",
     "NullProgress",
     "TensorBoardLog",
@@ -34,6 +47,7 @@ __all__ = [
     "append_record",
     "format_stats",
     "plain_every",
+    "silence_stream",
     "to_stderr",
     "training_progress",
     "truncate_records",
@@ -87,6 +101,7 @@ class LineProgress:
         self.stream = stream
         self.step = completed
         self._printed = completed
+        self._first = completed  # a resumed run's pace counts this session's steps only
         self._stats = ""
         self._started = time.perf_counter()
 
@@ -107,11 +122,12 @@ class LineProgress:
 
     def _print(self) -> None:
         total = f"/{self.total}" if self.total is not None else ""
-        parts = [
-            f"step {self.step}{total}",
-            self._stats,
-            _clock(time.perf_counter() - self._started),
-        ]
+        elapsed = time.perf_counter() - self._started
+        done = self.step - self._first
+        eta = ""
+        if self.total is not None and done > 0 and self.step < self.total:
+            eta = f"ETA {_clock(elapsed / done * (self.total - self.step))}"
+        parts = [f"step {self.step}{total}", self._stats, _clock(elapsed), eta]
         self.stream.write("  ".join(p for p in parts if p) + "\n")
         self.stream.flush()
         self._printed = self.step
@@ -129,15 +145,26 @@ class _BarWithStats(Progress):
                 yield Text(stats, no_wrap=True, overflow="ellipsis")
 
 
+class _StreamConsole(Console):
+    """A console that goes quiet on a closed pipe (rich's default exits the process, which
+    would skip the run's checkpoint); the bar reports it at its next update."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
 class BarProgress:
     """The rich progress bar, for a terminal."""
 
     def __init__(self, total: int | None, completed: int, console: Console) -> None:
+        self._console = console
         self._bar = _BarWithStats(
             TextColumn("[bold]{task.description}"),
             MofNCompleteColumn(table_column=Column(no_wrap=True)),
             BarColumn(bar_width=None, table_column=Column(max_width=40)),
             TimeElapsedColumn(table_column=Column(no_wrap=True)),
+            TimeRemainingColumn(table_column=Column(no_wrap=True)),
             console=console,
         )
         self._task = self._bar.add_task("training", total=total, completed=completed, stats="")
@@ -150,6 +177,8 @@ class BarProgress:
         self._bar.__exit__(None, None, None)
 
     def update(self, step: int, entry: Mapping[str, Any] | None = None) -> None:
+        if self._console.quiet:  # the refresh thread met a closed pipe
+            raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
         if entry is not None:
             self._bar.update(self._task, completed=step, stats=format_stats(entry))
         else:
@@ -165,6 +194,68 @@ def plain_every(total: int | None, log_every: int) -> int:
     return log_every * max(1, -(-total // (10 * log_every)))
 
 
+def silence_stream(stream: TextIO) -> None:
+    """Send a broken stream's later writes to the null device, and stdout's or stderr's when
+    they are the same pipe (``2>&1 | head``): Python's advice for a closed pipe, since the
+    interpreter's own flush at exit would fail on it too."""
+    try:
+        fd = stream.fileno()
+        broken = os.fstat(fd)
+    except (OSError, ValueError, AttributeError):
+        return
+    targets = {fd}
+    for standard in (1, 2):
+        with contextlib.suppress(OSError):
+            if os.path.samestat(os.fstat(standard), broken):
+                targets.add(standard)
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            for target in targets:
+                os.dup2(devnull, target)
+        finally:
+            os.close(devnull)
+
+
+class GuardedProgress:
+    """A display that cannot stop training: the first write that fails (BrokenPipeError from a
+    closed pipe, EIO from a terminal that hung up) silences the display and its stream and
+    calls ``on_broken`` with the error; later calls do nothing."""
+
+    def __init__(
+        self,
+        inner: TrainingProgress,
+        stream: TextIO,
+        on_broken: Callable[[OSError], None] | None = None,
+    ) -> None:
+        self.inner = inner
+        self.stream = stream
+        self.on_broken = on_broken
+        #: The error that silenced the display, if one did.
+        self.broken: OSError | None = None
+
+    def _guard(self, action: Callable[[], object]) -> None:
+        if self.broken is not None:
+            return
+        try:
+            action()
+        except OSError as exc:
+            self.broken = exc
+            silence_stream(self.stream)
+            if self.on_broken is not None:
+                self.on_broken(exc)
+
+    def __enter__(self) -> GuardedProgress:
+        self._guard(self.inner.__enter__)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._guard(lambda: self.inner.__exit__(*exc))
+
+    def update(self, step: int, entry: Mapping[str, Any] | None = None) -> None:
+        self._guard(lambda: self.inner.update(step, entry))
+
+
 def training_progress(
     enabled: bool,
     total: int | None,
@@ -174,13 +265,13 @@ def training_progress(
 ) -> TrainingProgress:
     """The display for a run of ``total`` steps (None: no step budget) starting at ``completed``:
     nothing when not ``enabled``; a bar when ``stream`` (default stderr) is a terminal; plain
-    lines every ``every`` steps otherwise."""
+    lines every ``every`` steps otherwise. The trainer guards it (:class:`GuardedProgress`)."""
     if not enabled:
         return NullProgress()
     stream = stream if stream is not None else sys.stderr
     isatty = getattr(stream, "isatty", None)
     if isatty is not None and isatty():
-        return BarProgress(total, completed, Console(file=stream))
+        return BarProgress(total, completed, _StreamConsole(file=stream))
     return LineProgress(total, completed, every, stream)
 
 

@@ -11,12 +11,16 @@ from __future__ import annotations
 import contextlib
 import difflib
 import inspect
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
 from pydantic import ConfigDict, ValidationError, create_model
+
+#: Notes for the person running agekit (a plugin reusing a built-in's name); commands print them.
+log = logging.getLogger(__name__)
 
 #: kind -> entry-point group. Later issues add kinds here, nowhere else.
 GROUPS: dict[str, str] = {
@@ -42,6 +46,10 @@ KNOWN_PROVIDERS: dict[tuple[str, str], str] = {
     ("divergence", "sliced-wasserstein"): "agekit-sliced (plugins/agekit-sliced)",
     ("prior", "gaussian-mixture"): "agekit-priors (plugins/agekit-priors)",
 }
+
+
+#: The distribution of agekit's own components; its names win over a plugin's.
+BUILTIN = "agekit"
 
 
 class RegistryError(LookupError):
@@ -77,6 +85,8 @@ class Entry:
     loaded: Any = None
     error: str | None = None
     duplicates: list[str] = field(default_factory=list)
+    #: Plugins ("name version") that register this built-in's name too; the built-in is used.
+    shadowed: list[str] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -84,7 +94,10 @@ class Entry:
             return "broken: name registered by " + " and ".join(self.duplicates)
         if self.error is not None:
             return f"broken: {self.error}"
-        return "ok" if self.loaded is not None else "ok (not imported yet)"
+        status = "ok" if self.loaded is not None else "not checked (agekit list --check imports it)"
+        if self.shadowed:
+            status += "; the same name from " + " and ".join(self.shadowed) + " is ignored"
+        return status
 
 
 def _normalise_kind(kind: str) -> str:
@@ -122,7 +135,17 @@ class Registry:
                 seen.add(key)
                 entry = Entry(kind, ep.name, ep.value, dist_name, dist_version, entry_point=ep)
                 existing = entries[kind].get(ep.name)
-                if existing is not None and existing.distribution != dist_name:
+                clash = existing is not None and existing.distribution != dist_name
+                if existing is not None and clash and BUILTIN in (existing.distribution, dist_name):
+                    # A plugin may not take over a built-in's name: every configuration naming
+                    # the built-in would silently change, or break for everyone.
+                    keep, drop = (existing, entry) if dist_name != BUILTIN else (entry, existing)
+                    others = [d for d in drop.duplicates if d != drop.distribution]
+                    dropped = [f"{drop.distribution} {drop.version}", *others]
+                    keep.shadowed = sorted({*keep.shadowed, *drop.shadowed, *dropped})
+                    entries[kind][ep.name] = keep
+                    continue
+                if existing is not None and clash:
                     providers = sorted({existing.distribution, dist_name, *existing.duplicates})
                     existing.duplicates = providers
                     continue
@@ -167,6 +190,13 @@ class Registry:
     def load(self, kind: str, name: str) -> Any:
         """Import the component's object (class or factory), reporting failures by name."""
         entry = self.entry(kind, name)
+        if entry.shadowed and entry.loaded is None and entry.error is None:
+            log.warning(
+                "%s %r: ignoring the same name registered by %s; agekit's built-in is used",
+                entry.kind,
+                name,
+                " and ".join(entry.shadowed),
+            )
         if entry.duplicates:
             raise DuplicateComponentError(
                 f"{entry.kind} {name!r} is registered by more than one distribution: "

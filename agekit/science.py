@@ -26,6 +26,8 @@ NON_SCIENCE_KEYS: frozenset[str] = frozenset(
         "out_dir",
         # The recipe's values are laid into the configuration; its name alone changes nothing.
         "recipe",
+        # The versions a record was written with (agekit.provenance), stored beside the science.
+        "provenance",
         "data.workers",
         "data.options.root",
         "train.device",

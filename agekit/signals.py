@@ -1,4 +1,5 @@
-"""Stop signals: schedulers' preemption (SIGTERM: SLURM, Kubernetes) and Ctrl-C (SIGINT).
+"""Stop signals: schedulers' preemption (SIGTERM: SLURM, Kubernetes), a closed terminal or ssh
+session (SIGHUP, where the platform has it) and Ctrl-C (SIGINT).
 
 The first signal asks for a stop at the next safe point (the training loop finishes its step and
 writes a checkpoint; a study stops starting runs); a second one stops at once. A repeat of the
@@ -24,7 +25,9 @@ from agekit import checkpoint as ckpt
 from agekit.progress import to_stderr
 
 #: The signals that ask a run or a study to stop.
-STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
+STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT) + (
+    (signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()
+)
 #: Seconds after the first signal during which the same signal again is taken as a repeat of it.
 REPEAT_WINDOW_S = 2.0
 
@@ -41,6 +44,8 @@ class StopSignals:
         self.count = 0
         self._first_at = 0.0
         self._previous: dict[int, Any] = {}
+        #: The first request came from :meth:`request`, not from a signal.
+        self._requested = False
 
     def __enter__(self: _Handlers) -> _Handlers:
         if threading.current_thread() is not threading.main_thread():
@@ -58,7 +63,22 @@ class StopSignals:
             signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
         self._previous.clear()
 
+    def request(self, signum: int) -> None:
+        """A stop request that did not come as a signal (a closed output stream), handled as the
+        first ``signum``; only from the main thread, where the handlers run.
+
+        It is never a second request, and a signal after it counts as the first: a closed
+        terminal both fails the writes and sends SIGHUP, in either order, and the two must not
+        add up to a stop without a checkpoint."""
+        if self.received is not None:
+            return
+        self._handle(signum, None)
+        self._requested = True
+
     def _handle(self, signum: int, frame: object) -> None:
+        if self._requested:
+            self._requested = False
+            self.received, self.count = None, 0
         now = time.monotonic()
         if self.received == signum and now - self._first_at < REPEAT_WINDOW_S:
             self.on_repeat(signum)

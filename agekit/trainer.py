@@ -21,8 +21,10 @@ import contextlib
 import json
 import logging
 import math
+import signal
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,12 +47,15 @@ from agekit.model import (
     resolve_device,
 )
 from agekit.progress import (
+    GuardedProgress,
     TensorBoardLog,
     append_record,
     plain_every,
     training_progress,
     truncate_records,
 )
+from agekit.provenance import PROVENANCE_KEY, provenance
+from agekit.runlock import RunLock
 from agekit.science import resume_refusal
 from agekit.signals import StopSignals, TrainingStopSignals
 from agekit.snapshots import write_snapshots
@@ -62,6 +67,9 @@ log = logging.getLogger(__name__)
 #: TrainingDiverged is raised from here for callers (``agekit.trainer.TrainingDiverged``).
 __all__ = ["Callback", "TrainResult", "Trainer", "TrainingDiverged"]
 
+
+#: The stop request a closed output stream makes: what a program without a handler would die of.
+_BROKEN_STREAM = int(getattr(signal, "SIGPIPE", signal.SIGTERM))
 
 #: Where the guard's error says it found NaN or inf when a checkpoint was due.
 _UNSAVED = "the weights due in this step's checkpoint, which was not written"
@@ -176,6 +184,7 @@ class Trainer:
             "stream": self.stream.state_dict(),
             "rng": ckpt.rng_state(self.z_generator),
             "config": config_to_dict(self.config),
+            PROVENANCE_KEY: provenance(),
             # What evaluation, the image commands and agekit.inference use the networks with.
             STATISTICS_KEY: self._evaluation_statistics(),
         }
@@ -407,11 +416,46 @@ class Trainer:
     def fit(self, resume: bool = False, handle_signals: bool = False) -> TrainResult:
         """Train until the budget is spent; ``resume`` continues from the newest checkpoint.
 
-        With ``handle_signals`` (``agekit train``), a SIGTERM (schedulers' preemption) or SIGINT
-        (Ctrl-C) lets the step in progress finish, writes a checkpoint and returns with status
-        ``"interrupted"`` and :attr:`interrupted_by` set; a second signal exits the process at
-        once with status 128 + signal number, writing nothing. Only from the main thread.
+        The run folder is locked for the whole call (:class:`agekit.runlock.RunLock`): while
+        another process trains or evaluates there, RunFolderBusy names it and nothing is read
+        or written. With ``handle_signals`` (``agekit train``), a SIGTERM (schedulers'
+        preemption), SIGHUP (a closed terminal) or SIGINT (Ctrl-C), or a progress stream that
+        can no longer be written (a closed pipe: taken as SIGPIPE), lets the step in progress
+        finish, writes a checkpoint and returns with status ``"interrupted"`` and
+        :attr:`interrupted_by` set; a second signal exits the process at once with status
+        128 + signal number, writing nothing. Only from the main thread.
         """
+        with self._run_lock():
+            return self._fit(resume, handle_signals)
+
+    @contextlib.contextmanager
+    def _run_lock(self) -> Iterator[None]:
+        """The run folder's lock, taken by the process that writes (rank 0); under torchrun
+        every rank learns whether it was refused, so that all stop together."""
+        lock = RunLock(self.run_dir)
+        refusal: Exception | None = None
+        if self.is_main:
+            try:
+                lock.__enter__()
+            except Exception as exc:  # RunFolderBusy, or a folder that cannot be created
+                refusal = exc
+        try:
+            if self.dist is not None and distributed.any_rank(refusal is not None, self.device):
+                raise refusal or distributed.DistributedError(
+                    f"{self.run_dir}: rank 0 could not lock the run folder (its error says why)"
+                )
+            if refusal is not None:
+                raise refusal
+            if lock.stale is not None:
+                log.warning(
+                    "%s: left by %s, which is no longer running; taken over", lock.path, lock.stale
+                )
+            yield
+        finally:
+            if self.is_main and refusal is None:
+                lock.__exit__(None, None, None)
+
+    def _fit(self, resume: bool, handle_signals: bool) -> TrainResult:
         self.interrupted_by = None
         if self.is_main:
             removed = ckpt.remove_fragments(self.checkpoint_dir)
@@ -441,9 +485,8 @@ class Trainer:
             self._truncate_metrics(self.step)
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.json").write_text(
-                json.dumps(config_to_dict(self.config), indent=2) + "\n"
-            )
+            saved = {**config_to_dict(self.config), PROVENANCE_KEY: provenance()}
+            (self.run_dir / "config.json").write_text(json.dumps(saved, indent=2) + "\n")
         # Every rank has read the checkpoint folder before rank 0 may write to it.
         distributed.barrier()
         t = self.config.train
@@ -452,10 +495,16 @@ class Trainer:
         status = "complete"
         last: dict[str, float] = {}
         window_start, window_steps = time.perf_counter(), 0
-        progress = training_progress(
-            self.show_progress, total, self.step, plain_every(total, t.log_every)
-        )
         signals = TrainingStopSignals(self.checkpoint_dir, self.is_main) if handle_signals else None
+        # A closed pipe or a hung-up terminal silences the display, and with signals handled
+        # stops the run as a signal would: with a checkpoint.
+        progress = GuardedProgress(
+            training_progress(
+                self.show_progress, total, self.step, plain_every(total, t.log_every)
+            ),
+            sys.stderr,
+            on_broken=None if signals is None else lambda _: signals.request(_BROKEN_STREAM),
+        )
         self._emit("start", {"step": self.step})
         with signals or contextlib.nullcontext(), progress:
             while total is None or self.step < total:

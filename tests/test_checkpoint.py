@@ -28,9 +28,9 @@ def test_save_atomic_leaves_only_the_checkpoint(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("damage", "reason"),
     [
-        (lambda data: data[: len(data) // 2], "zip archive"),
+        (lambda data: data[: len(data) // 2], "damaged (cut short or overwritten)"),
         (lambda data: b"", "the file is empty"),
-        (lambda data: b"\x80\x02garbage" * 8, "weights-only loader"),
+        (lambda data: b"\x80\x02garbage" * 8, "or is not an agekit checkpoint"),
     ],
 )
 def test_a_damaged_checkpoint_is_a_one_line_error_naming_the_file(

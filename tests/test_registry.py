@@ -158,7 +158,7 @@ def test_listing_imports_nothing(plugin_site: Path) -> None:
 
 def test_cli_list_shows_broken_plugin_without_failing(plugin_site: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "agekit", "list", "divergences"],
+        [sys.executable, "-m", "agekit", "list", "divergences", "--check"],
         capture_output=True,
         text=True,
         env={"PYTHONPATH": str(plugin_site), "PATH": "/usr/bin:/bin", "COLUMNS": "250"},
@@ -186,6 +186,51 @@ def test_two_distributions_with_one_name_is_an_error(
             agekit.create("divergence", "clash")
         assert agekit.create("divergence", "gaussian-kl") is not None
     finally:
+        REGISTRY.refresh()
+
+
+def test_agekit_list_reads_names_without_importing_components(plugin_site: Path) -> None:
+    # Importing torch and every plugin took seconds; names, distributions and versions are in
+    # the packages' metadata.
+    code = (
+        "import sys; from agekit.cli import main; assert main(['list']) == 0; "
+        "loaded = [m for m in ('torch', 'agekit_goodplugin', 'agekit_brokenplugin', "
+        "'agekit.divergences') if m in sys.modules]; assert not loaded, loaded"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(plugin_site), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "mean-square" in result.stdout and "gaussian-kl" in result.stdout
+
+
+def test_a_plugin_reusing_a_built_in_name_is_ignored_and_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    site = tmp_path / "impostor"
+    site.mkdir()
+    _install_fake_distribution(
+        site,
+        "agekit_impostor",
+        "agekit_impostor",
+        GOOD_PLUGIN,
+        {"agekit.divergences": {"gaussian-kl": "agekit_impostor:MeanSquare"}},
+    )
+    monkeypatch.syspath_prepend(str(site))
+    REGISTRY.refresh()
+    try:
+        with caplog.at_level("WARNING", logger="agekit"):
+            divergence = agekit.create("divergence", "gaussian-kl")
+        assert type(divergence).__module__.startswith("agekit.divergences")
+        assert "agekit_impostor" in caplog.text
+        entry = REGISTRY.entry("divergence", "gaussian-kl")
+        assert entry.distribution == "agekit"
+        assert entry.status.startswith("ok") and "agekit_impostor 0.1" in entry.status
+    finally:
+        sys.modules.pop("agekit_impostor", None)
         REGISTRY.refresh()
 
 

@@ -38,6 +38,7 @@ KNOWN_ERRORS = (
     ("agekit.inference", "InferenceError"),
     ("agekit.datasets.folders", "UnreadableImageError"),
     ("agekit.studies.report", "ReportError"),
+    ("agekit.runlock", "RunFolderBusy"),
 )
 
 

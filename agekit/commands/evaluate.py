@@ -60,6 +60,7 @@ def _default_metric_names(run: Path, checkpoint: Path) -> list[str]:
     from agekit import checkpoint as ckpt
     from agekit.config import parse_config
     from agekit.evaluation import default_metrics
+    from agekit.provenance import PROVENANCE_KEY
     from agekit.registry import REGISTRY
 
     saved = _run_folder(run) / "config.json"
@@ -71,6 +72,7 @@ def _default_metric_names(run: Path, checkpoint: Path) -> list[str]:
                 f"{saved}: not valid JSON ({exc}); name metrics with --metric"
             ) from None
         source = str(saved)
+        raw.pop(PROVENANCE_KEY, None)  # written beside the configuration, not part of it
     else:
         raw = ckpt.load(checkpoint)["config"]
         source = f"{checkpoint} (saved configuration)"
@@ -108,7 +110,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     run = Path(args.run)
     if not run.exists():
         raise UsageError(f"{run}: no such run folder or checkpoint file")
-    checkpoint = ckpt.resolve(run)
+    # A damaged newest checkpoint is skipped with a warning, as resume skips it.
+    checkpoint, _ = ckpt.load_resolved(run)
     study = None if args.metric else _study_protocol(run)
     if args.metric:
         metrics = [Component(name=name) for name in args.metric]

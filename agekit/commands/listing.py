@@ -14,7 +14,9 @@ from agekit.commands.shared import console
 def cmd_list(args: argparse.Namespace) -> int:
     from agekit.registry import REGISTRY
 
-    entries = REGISTRY.check(args.kind)
+    # Names and distributions come from package metadata; importing every component (torch and
+    # each plugin) to learn whether it loads takes seconds, so only --check does it.
+    entries = REGISTRY.check(args.kind) if args.check else REGISTRY.entries(args.kind)
     columns = ("name", "kind", "distribution", "version", "status")
     rows = [
         (entry.name, entry.kind, entry.distribution, entry.version, " ".join(entry.status.split()))

@@ -6,10 +6,10 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from rich.console import Console
+from agekit.terminal import stream_console
 
-console = Console()
-err_console = Console(stderr=True)
+console = stream_console()
+err_console = stream_console(stderr=True)
 
 #: What ``--out`` of the image commands may end with (PIL picks the format from it).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")

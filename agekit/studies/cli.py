@@ -8,8 +8,10 @@ from typing import Any
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from agekit.studies.parallel import stop_with_parent
     from agekit.studies.runner import main_run
 
+    stop_with_parent()  # a parallel study's run: stop when the study's process is gone
     return main_run(args)
 
 
@@ -39,6 +41,12 @@ def add_commands(sub: Any) -> None:
         help="run only this run (repeatable); for one-run-per-job schedulers",
     )
     p.add_argument("--profile", help="apply a named profile of the study, e.g. gpu")
+    p.add_argument(
+        "--archive",
+        action="store_true",
+        help="move run folders holding results of an earlier configuration of the study to "
+        "OUT/archive/ and run them again (without it, such a rerun is refused)",
+    )
     p.add_argument("--no-report", action="store_true", help="skip writing the report")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--list", action="store_true", help="print the planned run ids and exit")

@@ -8,17 +8,17 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
 from rich.markup import escape
 
 from agekit.studies.layout import FAILED_FILE
+from agekit.terminal import stream_console
 
 if TYPE_CHECKING:
     from agekit.studies.runner import StudyResult
     from agekit.studies.spec import StudySpec
 
-console = Console()
-err_console = Console(stderr=True)
+console = stream_console()
+err_console = stream_console(stderr=True)
 
 
 def clock(seconds: float) -> str:

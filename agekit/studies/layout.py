@@ -1,13 +1,17 @@
-"""A study folder's layout: where each run lives, the files it leaves, and whether it is done."""
+"""A study folder's layout: where each run lives, the files it leaves, whether it is done, and
+whether it holds results of another configuration than the one planned (an edited study)."""
 
 from __future__ import annotations
 
 import json
+import os
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from agekit.config import config_to_dict
-from agekit.science import science_differences
+from agekit.science import BUDGET_KEYS, science_changes, science_differences
 from agekit.studies.spec import PlannedRun, StudySpec
 
 EVAL_FILE = "eval.json"
@@ -15,6 +19,14 @@ EVAL_FILE = "eval.json"
 STUDY_FILE = "study.json"
 #: Written in a run's folder when the run fails: its error, type and traceback.
 FAILED_FILE = "failed.json"
+#: The folder inside a study folder where ``agekit run --archive`` moves runs of an earlier
+#: configuration, one subfolder per archiving.
+ARCHIVE_DIR = "archive"
+#: The study's own outputs, moved with archived runs: they describe the earlier configuration.
+STUDY_OUTPUTS = ("report.md", "summary.json", "summary.csv", "figures")
+
+#: One changed key: (dotted key, value the folder holds, planned value).
+Change = tuple[str, Any, Any]
 
 
 def study_dir(spec: StudySpec, out: str | Path | None) -> Path:
@@ -42,3 +54,76 @@ def is_complete(folder: Path, run: PlannedRun) -> bool:
     if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
         return False
     return not science_differences(saved["config"], config_to_dict(run.config))
+
+
+def stale_changes(folder: Path, run: PlannedRun) -> list[Change]:
+    """How the science of what the run's folder holds (its evaluation, or the configuration its
+    checkpoints were trained under) differs from the planned run's; [] when it holds no result
+    or the same science. A larger budget is not a change: the run resumes and trains longer."""
+    target = run_dir(folder, run)
+    stored = []
+    evaluation = read_json(target / EVAL_FILE)
+    if isinstance(evaluation, dict) and isinstance(evaluation.get("config"), dict):
+        stored.append(evaluation["config"])
+    if _has_checkpoint(target):
+        # config.json is rewritten by every attempt that resumes, so it is the configuration the
+        # checkpoints hold, without loading their weights.
+        trained = read_json(target / "config.json")
+        if isinstance(trained, dict):
+            stored.append(trained)
+    # A folder with neither holds no result: the trainer starts it over.
+    planned = config_to_dict(run.config)
+    for config in stored:
+        changes = [c for c in science_changes(config, planned) if not _longer(c)]
+        if changes:
+            return changes
+    return []
+
+
+def _has_checkpoint(target: Path) -> bool:
+    from agekit import checkpoint as ckpt
+
+    return ckpt.latest(target / "checkpoints") is not None
+
+
+def _longer(change: Change) -> bool:
+    key, stored, planned = change
+    if key not in BUDGET_KEYS:
+        return False
+    numbers = all(isinstance(v, int | float) for v in (stored, planned))
+    # A shorter budget is refused by the trainer (a run cannot be shortened): a change here.
+    return not numbers or planned >= stored
+
+
+def describe_stale(folder: Path, stale: Sequence[tuple[PlannedRun, list[Change]]]) -> str:
+    """The run folders and changed keys in one line, runs grouped by their changes."""
+    groups: dict[str, list[str]] = {}
+    for run, changes in stale:
+        text = ", ".join(f"{key} {a!r} -> {b!r}" for key, a, b in changes)
+        groups.setdefault(text, []).append(run.run_id)
+    shown = 4
+    parts = []
+    for text, ids in groups.items():
+        more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+        names = ", ".join(ids[:shown]) + more
+        parts.append(f"{names} ({text})")
+    return f"{len(stale)} run folder{'s' if len(stale) > 1 else ''} in {folder / 'runs'} " + (
+        f"hold{'' if len(stale) > 1 else 's'} results of another configuration: " + "; ".join(parts)
+    )
+
+
+def archive_runs(folder: Path, runs: Sequence[PlannedRun]) -> Path:
+    """Move ``runs``' folders, and the study's outputs made from them, into a new subfolder of
+    ``folder/archive``; returns it."""
+    target = folder / ARCHIVE_DIR / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    suffix = 1
+    while target.exists():
+        suffix += 1
+        target = target.with_name(f"{target.name.split('.')[0]}.{suffix}")
+    (target / "runs").mkdir(parents=True)
+    for run in runs:
+        os.replace(run_dir(folder, run), target / "runs" / run.run_id)
+    for name in (*STUDY_OUTPUTS, STUDY_FILE):
+        if (folder / name).exists():
+            os.replace(folder / name, target / name)
+    return target

@@ -1,5 +1,6 @@
 """A parallel study: one ``agekit run --only RUN`` subprocess per run, ``jobs`` at a time, with
-stop signals passed on to the runs' processes."""
+stop signals passed on to the runs' processes, which stop by themselves when the study's process
+is gone (:func:`stop_with_parent`)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agekit.progress import to_stderr
+from agekit.signals import STOP_SIGNALS
 from agekit.studies.console import Overall, parallel_view, run_work, short_summary
 from agekit.studies.failures import record_reason
 from agekit.studies.layout import EVAL_FILE, FAILED_FILE, is_complete, read_json, run_dir
@@ -26,12 +30,57 @@ if TYPE_CHECKING:
 #: received directly (a scheduler signals every process of a job) before passing it on.
 FORWARD_GRACE_S = 2.0
 
-#: Exit statuses of a run's process that a stop explains: its own handler's exit (143, 130), or
-#: death by the signal itself (-15, -2: a scheduler signals every process of a job, and one still
-#: importing torch has no handler yet), or the kill of a second signal (-9).
+#: Exit statuses of a run's process that a stop explains: its own handler's exit (143, 130, 129),
+#: or death by the signal itself (-15, -2, -1: a scheduler signals every process of a job, and one
+#: still importing torch has no handler yet), or the kill of a second signal (-9).
 _STOPPED_CODES = frozenset(
-    {128 + signal.SIGTERM, 128 + signal.SIGINT, -signal.SIGTERM, -signal.SIGINT, -signal.SIGKILL}
+    {128 + int(s) for s in STOP_SIGNALS} | {-int(s) for s in STOP_SIGNALS} | {-signal.SIGKILL}
 )
+
+#: Set by a parallel study in its runs' environment: the study's process id, which the run's
+#: process watches (:func:`stop_with_parent`).
+PARENT_VARIABLE = "AGEKIT_STUDY_PARENT"
+#: Seconds between a run's process's looks at whether the study's process is still there.
+PARENT_POLL_S = 0.5
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def stop_with_parent() -> None:
+    """In a parallel study's run process: when the study's process is gone (killed with -9, say),
+    stop as on SIGTERM (the training finishes its step and writes a checkpoint), rather than
+    train on as an orphan that nobody waits for.
+
+    A daemon thread watches the parent process id, which works on every platform; the stop is a
+    SIGTERM this process sends itself, so it takes the same path as a scheduler's. Does nothing
+    outside a parallel study (no :data:`PARENT_VARIABLE`)."""
+    value = os.environ.pop(PARENT_VARIABLE, None)
+    if value is None or not value.isdigit():
+        return
+    study = int(value)
+    start = os.getppid()
+
+    def gone() -> bool:
+        if os.getppid() != start:  # reparented: the parent ended
+            return True
+        # started through a launcher that stays in between: watch the study's process itself
+        return start != study and not _alive(study)
+
+    def watch() -> None:
+        while not gone():
+            time.sleep(PARENT_POLL_S)
+        to_stderr(f"\nagekit: the study's process ({study}) is gone: stopping this run")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="agekit-parent-watch", daemon=True).start()
 
 
 def _child_command(
@@ -97,7 +146,12 @@ def run_parallel(
     received it itself (a scheduler signals every process of a job) within FORWARD_GRACE_S.
     """
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        PARENT_VARIABLE: str(os.getpid()),
+    }
     queue = list(pending)
     active: list[_Child] = []
     interrupted: list[str] = []

@@ -16,7 +16,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
 from agekit.atomic import write_json_atomic
@@ -37,6 +36,7 @@ from agekit.studies.statistics import (
     summarise,
 )
 from agekit.studies.tuning import tuning_lines
+from agekit.terminal import stream_console
 
 #: Re-exported for callers of the report module (the study runner reads ``flatten``).
 __all__ = [
@@ -52,7 +52,7 @@ __all__ = [
     "write_report",
 ]
 
-console = Console()
+console = stream_console()
 
 #: The heading of the section listing the runs whose last attempt failed.
 FAILED_HEADING = "## Failed runs"
@@ -167,13 +167,20 @@ def write_report(folder: Path) -> dict[str, Any]:
     the planned runs whose last attempt failed (``runs/<run>/failed.json``); the same whether
     ``agekit run`` or ``agekit report`` writes it. Returns the summary, {} when nothing finished."""
     folder = Path(folder)
-    every = load_records(folder)
+    study = _load_study(folder)
+    every, stale = _planned_records(load_records(folder), study)
     # tuning runs are scored on the validation split: they choose settings, they are not results
     records = [r for r in every if r.get("phase", "final") != "tune"]
     tuned = [r for r in every if r.get("phase") == "tune"]
-    study = _load_study(folder)
-    failed = _failures(folder, study)
+    failed = _failures(folder, study) + _stale_lines(stale)
     tuning = tuning_lines(study.get("study", {}), tuned)
+    if stale:
+        console.print(
+            f"[yellow]{len(stale)} evaluated run{'s' if len(stale) > 1 else ''} left out of the "
+            "report: made with another configuration than the study's plan (listed in report.md)"
+            "[/yellow]",
+            soft_wrap=True,
+        )
     if not records:
         console.print(f"[yellow]no evaluated runs in {folder / 'runs'} yet[/yellow]")
         if failed or tuning:
@@ -193,6 +200,11 @@ def write_report(folder: Path) -> dict[str, Any]:
     summary["question"] = study.get("study", {}).get("question", "")
     summary["planned_runs"] = study.get("runs", [])
     summary["evaluated_runs"] = sorted(r["run_id"] for r in records)
+    # each setting's `metrics` list, in the study's order: the order its columns are shown in
+    summary["declared_metrics"] = {
+        s["name"]: [m if isinstance(m, str) else m.get("name") for m in s.get("metrics") or []]
+        for s in settings
+    }
     write_json_atomic(_json_safe(summary), folder / "summary.json")
     _write_csv(summary, folder / "summary.csv")
     figures = write_figures(folder, records, summary, _summary_headline(summary))
@@ -206,6 +218,54 @@ def write_report(folder: Path) -> dict[str, Any]:
     _print_table(summary, folder / "report.md")
     console.print(f"report: {folder / 'report.md'}")
     return summary
+
+
+#: The heading of the section listing evaluations left out as made with another configuration.
+STALE_HEADING = "## Left out: runs of another configuration"
+
+
+def _planned_records(
+    records: list[dict[str, Any]], study: dict[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The records whose science is the one study.json plans for their run, and run id -> why
+    for the others (an edited study's earlier results, or a run no longer planned). Without the
+    plan's configurations (a folder written before they were recorded) every record is kept."""
+    from agekit.science import science_differences
+
+    configs = study.get("configs")
+    if not isinstance(configs, dict):
+        return records, {}
+    kept, stale = [], {}
+    for record in records:
+        run_id = str(record.get("run_id"))
+        planned = configs.get(run_id, False)
+        stored = record.get("config")
+        if planned is False:
+            stale[run_id] = "not in the study's plan"
+        elif not isinstance(planned, dict):
+            stale[run_id] = "its cell's tuning has not chosen a configuration yet"
+        elif not isinstance(stored, dict):
+            stale[run_id] = "its evaluation records no configuration"
+        elif changed := science_differences(stored, planned):
+            stale[run_id] = f"made with other values of {', '.join(changed)}"
+        else:
+            kept.append(record)
+    return kept, stale
+
+
+def _stale_lines(stale: dict[str, str]) -> list[str]:
+    if not stale:
+        return []
+    return [
+        STALE_HEADING,
+        "",
+        "These runs' evaluations are not results of the study as planned now, so the report "
+        "above leaves them out; `agekit run STUDY --archive` moves them aside and runs the "
+        "planned configuration.",
+        "",
+        *(f"- `{run_id}`: {reason}" for run_id, reason in stale.items()),
+        "",
+    ]
 
 
 def _failures(folder: Path, study: dict[str, Any]) -> list[str]:
@@ -261,19 +321,34 @@ def _short_ci(stat: dict[str, Any]) -> str:
 
 def _print_table(summary: dict[str, Any], report: Path | None = None) -> None:
     """The headline metrics that fit the console's width (80 columns when output is a file), one
-    row per cell, never truncating a value; the full table is in report.md."""
+    row per cell, never truncating a value; the full table is in report.md.
+
+    A setting's columns come in the order the study chose: its declared primary first, then its
+    ``metrics`` list (the summary's ``declared_metrics``), then the rest; what does not fit is
+    what the study cares least about."""
+    declared = summary.get("declared_metrics") or {}
     directions = _summary_headline(summary)
     keys = [k for k in _ordered_metrics(summary, directions) if directions.get(k) != "reference"]
     keys = [k for k in keys if k in directions]
+    primaries = summary.get("primaries") or {}
     for setting in sorted({e["setting"] for e in summary["cells"].values()}):
         cells = {c: e for c, e in summary["cells"].items() if e["setting"] == setting}
-        shown = [k for k in keys if any(k in e["metrics"] for e in cells.values())]
+        primary = primaries.get(setting)
+        candidates = keys if primary is None or primary in keys else [primary, *keys]
+        shown = [k for k in candidates if any(k in e["metrics"] for e in cells.values())]
+        order = list(declared.get(setting, ()))
+
+        def rank(key: str, order: list[str] = order, primary: str | None = primary) -> int:
+            name = key.split(".", 1)[0]
+            return -1 if key == primary else order.index(name) if name in order else len(order)
+
+        shown.sort(key=rank)  # stable: a metric's own keys keep their headline order
+        parts = {cell: cell.removeprefix(setting + "__").split("__") for cell in cells}
+        # One axis: its values alone ("gaussian-kl"), the title being enough; several: each value
+        # with its key ("latent_weight=125.0, k=3"), or rows could not be told apart.
+        several = any(len(p) > 1 for p in parts.values())
         labels = {
-            # axis values only ("gaussian-kl", not "divergence=gaussian-kl"); the report's
-            # headers carry the keys
-            cell: ", ".join(
-                p.split("=", 1)[-1] for p in cell.removeprefix(setting + "__").split("__")
-            )
+            cell: ", ".join(p if several else p.split("=", 1)[-1] for p in parts[cell])
             for cell in cells
         }
         texts = {
@@ -384,6 +459,13 @@ def _markdown(
             protocols.setdefault(metric, values.get("protocol"))
     for metric, protocol in protocols.items():
         lines += [f"- **{metric}**: `{json.dumps(protocol, sort_keys=True)}`"]
+    from agekit.provenance import PROVENANCE_KEY, describe
+
+    # Every distinct set of versions the plan and the runs were made with: runs resumed under a
+    # newer agekit show up as a second line rather than being hidden.
+    made_with = [r.get(PROVENANCE_KEY) for r in [study or {}, *records]]
+    for text in dict.fromkeys(describe(p) for p in made_with if isinstance(p, dict)):
+        lines += [f"- **versions**: {text}"]
     lines += [
         "",
         "Each run's checkpoint, configuration, training log and evaluation are in "

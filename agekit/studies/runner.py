@@ -1,7 +1,9 @@
 """Run a study: train every planned run (skipping finished ones, resuming interrupted ones),
 evaluate it, then write the report.
 
-Every run is validated, values included, before the first one trains. A run that fails later
+Every run is validated, values included, before the first one trains, and a run folder holding
+results of another configuration (the study was edited since) is refused then too, unless
+``--archive`` moves it aside: a study folder never mixes two configurations. A run that fails later
 (an exception while training or evaluating) does not stop the others: its error is kept in
 ``runs/<run>/failed.json``, the report is written for what finished and lists what failed, and
 ``agekit run`` exits with 1. SIGTERM or SIGINT lets the training in progress write a checkpoint,
@@ -28,6 +30,7 @@ from rich.markup import escape
 from agekit import checkpoint as ckpt
 from agekit.atomic import write_json_atomic
 from agekit.config import ConfigError, config_to_dict
+from agekit.provenance import PROVENANCE_KEY, provenance
 from agekit.studies.console import (
     Overall,
     console,
@@ -38,11 +41,16 @@ from agekit.studies.console import (
 )
 from agekit.studies.failures import record_failure, record_reason, recorded_failures
 from agekit.studies.layout import (
+    ARCHIVE_DIR,
     EVAL_FILE,
     FAILED_FILE,
     STUDY_FILE,
+    Change,
+    archive_runs,
+    describe_stale,
     is_complete,
     run_dir,
+    stale_changes,
     study_dir,
 )
 from agekit.studies.parallel import run_parallel
@@ -93,8 +101,19 @@ def execute(
     """Train (or resume) and evaluate one run; returns its evaluation record.
 
     With ``handle_signals``, a SIGTERM or SIGINT during training finishes the step, writes a
-    checkpoint and raises :class:`StudyInterrupted` (nothing is evaluated).
+    checkpoint and raises :class:`StudyInterrupted` (nothing is evaluated). The run folder is
+    locked from before its checkpoints are looked at until its evaluation is written
+    (:class:`agekit.runlock.RunLock`): another writer there makes this raise RunFolderBusy.
     """
+    from agekit.runlock import RunLock
+
+    with RunLock(run_dir(folder, run)):
+        return _execute(folder, run, eval_seed, progress, handle_signals)
+
+
+def _execute(
+    folder: Path, run: PlannedRun, eval_seed: int, progress: bool, handle_signals: bool
+) -> dict[str, Any]:
     from agekit.evaluation import evaluate
     from agekit.trainer import Trainer
 
@@ -146,12 +165,15 @@ def run_study(
     report: bool = True,
     progress: bool = True,
     handle_signals: bool = False,
+    archive: bool = False,
 ) -> StudyResult:
     """Run every selected run that is not complete, then write the report.
 
     A run that fails is recorded (``runs/<run>/failed.json``) and the others go on; the result
     lists the failures. With ``handle_signals`` (``agekit run``), SIGTERM/SIGINT checkpoints the
-    training in progress and raises :class:`StudyInterrupted`.
+    training in progress and raises :class:`StudyInterrupted`. A selected run whose folder holds
+    results of another configuration (the study was edited) is refused with ConfigError before
+    any training, unless ``archive`` moves such folders to ``archive/`` first.
     """
     spec, source = load_study(path)
     folder = study_dir(spec, out)
@@ -165,6 +187,15 @@ def run_study(
         selected = [r for r in runs if r.run_id in only]
     else:
         selected = runs
+    # A tuned cell's final runs wait for their choice: their configuration is not known yet.
+    stale = _stale(folder, [r for r in selected if not r.awaiting_tuning])
+    if stale and not archive:
+        raise ConfigError(
+            f"{source}: {describe_stale(folder, stale)}; nothing was trained: give a new --out, "
+            f"or pass --archive to move them to {folder / ARCHIVE_DIR}/ and run them again"
+        )
+    if stale:
+        _archive(folder, stale)
     folder.mkdir(parents=True, exist_ok=True)
     _record_plan(spec, source, profile, runs, folder)
     pending = [r for r in selected if not is_complete(folder, r)]
@@ -217,7 +248,9 @@ def run_study(
             if not stage:
                 break
             attempted.update(r.run_id for r in stage)
-            train(stage)
+            stage = _set_aside_stale(folder, stage, archive, overall, result)
+            if stage:
+                train(stage)
             runs = plan(spec, str(source), folder, profile, check=False)
             _record_plan(spec, source, profile, runs, folder)
         # a later rung joined the plan while the study ran
@@ -227,6 +260,43 @@ def run_study(
         _write_report(folder)
     print_closing(spec, overall, result)
     return result
+
+
+def _stale(folder: Path, runs: Sequence[PlannedRun]) -> list[tuple[PlannedRun, list[Change]]]:
+    return [(run, changes) for run in runs if (changes := stale_changes(folder, run))]
+
+
+def _archive(folder: Path, stale: Sequence[tuple[PlannedRun, list[Change]]]) -> None:
+    target = archive_runs(folder, [run for run, _ in stale])
+    console.print(
+        f"archived {len(stale)} run folder{'s' if len(stale) > 1 else ''} of another "
+        f"configuration, with the study's earlier report, to {escape(str(target))}",
+        soft_wrap=True,
+    )
+
+
+def _set_aside_stale(
+    folder: Path, stage: list[PlannedRun], archive: bool, overall: Overall, result: StudyResult
+) -> list[PlannedRun]:
+    """``stage`` less the runs whose folder holds another configuration's results, each recorded
+    as failed (or archived, with ``archive``). Only runs planned after the study started can be
+    such: a later rung, or a tuned cell's final runs whose choice differs from an earlier one."""
+    stale = _stale(folder, stage)
+    if not stale:
+        return stage
+    if archive:
+        _archive(folder, stale)
+        return stage
+    for run, changes in stale:
+        reason = (
+            f"{describe_stale(folder, [(run, changes)])}; run the study again with --archive "
+            "to move it aside"
+        )
+        record_reason(run_dir(folder, run) / FAILED_FILE, run, reason)
+        result.failed[run.run_id] = reason
+        overall.finish(True, run.setting, run_work(run))
+        console.print(f"[red]failed[/red] {escape(run.run_id)}: {escape(reason)}", soft_wrap=True)
+    return [run for run in stage if all(run is not s for s, _ in stale)]
 
 
 def _future_rungs(spec: StudySpec, runs: list[PlannedRun]) -> list[tuple[str, int, float]]:
@@ -259,6 +329,11 @@ def _record_plan(
             "profile": profile,
             "runs": [r.run_id for r in runs if r.phase != "tune"],
             "tuning_runs": [r.run_id for r in runs if r.phase == "tune"],
+            # what the report compares each eval.json with (None: awaiting its tuning's choice)
+            "configs": {
+                r.run_id: None if r.awaiting_tuning else config_to_dict(r.config) for r in runs
+            },
+            PROVENANCE_KEY: provenance(),
         },
         folder / STUDY_FILE,
     )
@@ -374,6 +449,7 @@ def main_run(args: Any) -> int:
             report=not args.no_report,
             progress=not args.quiet,
             handle_signals=True,
+            archive=args.archive,
         )
     except StudyInterrupted as stop:
         name = signal.Signals(stop.signum).name

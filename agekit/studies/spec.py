@@ -61,6 +61,10 @@ from agekit.studies.tuning import (
     require_values,
 )
 
+#: A name that names a folder: no path separator, no leading dot (so neither ".." nor a hidden
+#: folder), nothing a shell would need quoted.
+SAFE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.+-]*"
+
 
 class MetricSpec(Component):
     pass
@@ -83,7 +87,7 @@ class Setting(Strict):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", value):
+        if not re.fullmatch(SAFE_NAME, value):
             raise ValueError("use letters, digits and _ . + - only (it names folders)")
         return value
 
@@ -164,9 +168,17 @@ def load_study(path: str | Path) -> tuple[StudySpec, Path]:
     path = Path(path)
     raw = load_toml(path, "study file")
     try:
-        return StudySpec.model_validate(raw), path
+        spec = StudySpec.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, str(path))) from None
+    if not re.fullmatch(SAFE_NAME, spec.name):
+        # The name is the default study folder (runs/studies/NAME): "../x" or "/x" would write
+        # the study's runs anywhere on disk.
+        raise ConfigError(
+            f"{path}: name {spec.name!r}: it names the study's folder (runs/studies/NAME); use "
+            "letters, digits and _ . + - only, starting with a letter or digit"
+        )
+    return spec, path
 
 
 def effective_spec(spec: StudySpec, source: str, profile: str | None) -> StudySpec:
@@ -225,6 +237,7 @@ def plan(
             raise ConfigError(f"{source}: profiles.{profile}.settings: unknown {sorted(unknown)}")
     axes = _available_axes(spec, source)
     axis_keys = list(axes)
+    _refuse_repeats(settings, axes, chosen, profile, spec, source)
     builder = _RunBuilder(spec, source, out_dir, Checker(source))
     runs: list[PlannedRun] = []
     for setting in settings:
@@ -274,8 +287,9 @@ def plan(
                 f"the setting does not run; its metrics: {', '.join(sorted(measured))}"
             )
     ids = [r.run_id for r in runs]
-    if len(set(ids)) != len(ids):
-        raise ConfigError(f"{source}: two runs share an id; give settings distinct names")
+    repeated = next((i for i in ids if ids.count(i) > 1), None)
+    if repeated is not None:
+        raise ConfigError(f"{source}: two runs share the id {repeated!r}; each names its folder")
     if check:
         for run in runs:
             builder.checker.check(run)
@@ -410,6 +424,44 @@ class _RunBuilder:
                 f"{where}: tuning.halving.steps ({tuning.halving.steps}) must be below the "
                 f"setting's train.steps ({full}): rung 0 is the short budget"
             )
+
+
+def _refuse_repeats(
+    settings: Sequence[Setting],
+    axes: dict[str, list[Any]],
+    chosen: Profile | None,
+    profile: str | None,
+    spec: StudySpec,
+    source: str,
+) -> None:
+    """A setting name, seed or axis value given twice would plan two runs into one folder: the
+    error names the list and the value, not the runs' ids."""
+    names = [s.name for s in settings]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"{source}: settings: two settings are named {name!r}")
+    lists: list[tuple[str, Sequence[int]]] = [("seeds", spec.seeds)]
+    if chosen is not None and chosen.seeds:
+        lists.append((f"profiles.{profile}.seeds", chosen.seeds))
+    for setting in settings:
+        lists.append((f"settings {setting.name!r}: seeds", setting.seeds or []))
+    for where, seeds in lists:
+        twice = next((seed for seed in seeds if list(seeds).count(seed) > 1), None)
+        if twice is not None:
+            raise ConfigError(f"{source}: {where}: seed {twice} is listed twice")
+    for key, values in axes.items():
+        seen: dict[str, Any] = {}
+        for value in values:
+            label = _label(value)
+            if label in seen:
+                same = seen[label] == value and type(seen[label]) is type(value)
+                what = (
+                    f"value {value!r} is listed twice"
+                    if same
+                    else f"values {seen[label]!r} and {value!r} both name the folder part {label!r}"
+                )
+                raise ConfigError(f"{source}: axes {key!r}: {what}")
+            seen[label] = value
 
 
 def _profile_overrides(chosen: Profile | None, setting: str) -> list[tuple[str, Any]]:
