@@ -29,6 +29,7 @@ from agekit.components import DataSource, Encoder, Generator, Prior
 from agekit.metrics.classifier import load_split
 
 __all__ = [
+    "CONDITIONAL_PROTOCOL",
     "STATISTICS_BATCH",
     "STATISTICS_IMAGES",
     "STATISTICS_SEED",
@@ -38,6 +39,8 @@ __all__ = [
     "reestimate_batchnorm",
 ]
 
+#: The protocol entry of a conditional model, whose running statistics are kept.
+CONDITIONAL_PROTOCOL = "running statistics from training (conditional data: not re-estimated)"
 #: Real training images (a seeded random subset when the split is larger) and prior samples the
 #: statistics are estimated from.
 STATISTICS_IMAGES = 2048
@@ -151,9 +154,7 @@ def reestimate_batchnorm(
     generator is left with the prior-sample statistics loaded. :func:`estimate_statistics` does
     the same on copies."""
     if data.condition_shape is not None:
-        return {
-            "batchnorm": "running statistics from training (conditional data: not re-estimated)"
-        }, None
+        return {"batchnorm": CONDITIONAL_PROTOCOL}, None
     # In the networks' own dtype too: a run may train in float64 on float32 data.
     parameter = next(encoder.parameters())
     device, dtype = parameter.device, parameter.dtype

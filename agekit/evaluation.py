@@ -9,6 +9,7 @@ from typing import Any, Literal
 import torch
 
 from agekit.atomic import write_json_atomic as write_json_atomic  # re-exported for the runner
+from agekit.batchnorm import CONDITIONAL_PROTOCOL
 from agekit.components import (
     ComponentInputError,
     DataSource,
@@ -110,9 +111,7 @@ def evaluate(
     elif batchnorm == "running":
         batchnorm_protocol = {"batchnorm": "running statistics from training"}
     else:
-        batchnorm_protocol = {
-            "batchnorm": "running statistics from training (conditional data: not re-estimated)"
-        }
+        batchnorm_protocol = {"batchnorm": CONDITIONAL_PROTOCOL}
     divergences, unusable = latent_divergences(model.prior, model.config.divergence)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     context = EvaluationContext(

@@ -292,11 +292,18 @@ def _set_aside_stale(
             f"{describe_stale(folder, [(run, changes)])}; run the study again with --archive "
             "to move it aside"
         )
-        record_reason(run_dir(folder, run) / FAILED_FILE, run, reason)
-        result.failed[run.run_id] = reason
-        overall.finish(True, run.setting, run_work(run))
-        console.print(f"[red]failed[/red] {escape(run.run_id)}: {escape(reason)}", soft_wrap=True)
+        _fail_unstarted(folder, run, reason, overall, result)
     return [run for run in stage if all(run is not s for s, _ in stale)]
+
+
+def _fail_unstarted(
+    folder: Path, run: PlannedRun, reason: str, overall: Overall, result: StudyResult
+) -> None:
+    """Record ``run`` as failed without training it: failed.json, the result, the progress."""
+    record_reason(run_dir(folder, run) / FAILED_FILE, run, reason)
+    result.failed[run.run_id] = reason
+    overall.finish(True, run.setting, run_work(run))
+    console.print(f"[red]failed[/red] {escape(run.run_id)}: {escape(reason)}", soft_wrap=True)
 
 
 def _future_rungs(spec: StudySpec, runs: list[PlannedRun]) -> list[tuple[str, int, float]]:
@@ -369,10 +376,7 @@ def _fail_awaiting(
                 f"its cell's tuning chose nothing: no trial has a finite mean "
                 f"{metric.metric if metric else '?'} over its tuning runs (see their eval.json)"
             )
-        record_reason(run_dir(folder, run) / FAILED_FILE, run, reason)
-        result.failed[run.run_id] = reason
-        overall.finish(True, run.setting, run_work(run))
-        console.print(f"[red]failed[/red] {escape(run.run_id)}: {escape(reason)}", soft_wrap=True)
+        _fail_unstarted(folder, run, reason, overall, result)
 
 
 def _run_sequential(

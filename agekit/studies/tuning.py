@@ -157,41 +157,37 @@ class Tuning(Strict):
 @lru_cache(maxsize=64)
 def _trials(table: str) -> tuple[tuple[str, Point], ...]:
     """A tuning table's trials, cached by its JSON: optuna's sampler is drawn once per table."""
-    return tuple(_TrialDrawer.model_validate_json(table).draw())
+    tuning = Tuning.model_validate_json(table)
+    if tuning.grid:
+        keys = list(tuning.grid)
+        crossed = (
+            tuple(zip(keys, combo, strict=True))
+            for combo in itertools.product(*(tuning.grid[k] for k in keys))
+        )
+        return tuple((point_label(point, str), point) for point in crossed)
+    return tuple((f"trial{index:02d}", point) for index, point in enumerate(_sampled(tuning)))
 
 
-class _TrialDrawer(Tuning):
-    def draw(self) -> list[tuple[str, Point]]:
-        if self.grid:
-            keys = list(self.grid)
-            return [
-                (point_label(point, str), point)
-                for point in (
-                    tuple(zip(keys, combo, strict=True))
-                    for combo in itertools.product(*(self.grid[k] for k in keys))
-                )
-            ]
-        return [(f"trial{index:02d}", point) for index, point in enumerate(self._drawn())]
+def _sampled(tuning: Tuning) -> list[Point]:
+    """``tuning.trials`` points of its space from optuna's seeded scrambled-Sobol sampler."""
+    import optuna
 
-    def _drawn(self) -> list[Point]:
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        distributions: dict[str, optuna.distributions.BaseDistribution] = {
-            key: optuna.distributions.FloatDistribution(r.low, r.high, log=r.log)
-            for key, r in self.space.items()
-        }
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            sampler = optuna.samplers.QMCSampler(
-                qmc_type="sobol", scramble=True, seed=self.sampler_seed
-            )
-        study = optuna.create_study(sampler=sampler)
-        points = []
-        for _ in range(self.trials or 0):
-            params = study.ask(distributions).params
-            points.append(tuple((key, _round(params[key], self.space[key])) for key in self.space))
-        return points
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    distributions: dict[str, optuna.distributions.BaseDistribution] = {
+        key: optuna.distributions.FloatDistribution(r.low, r.high, log=r.log)
+        for key, r in tuning.space.items()
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.QMCSampler(
+            qmc_type="sobol", scramble=True, seed=tuning.sampler_seed
+        )
+    study = optuna.create_study(sampler=sampler)
+    points = []
+    for _ in range(tuning.trials or 0):
+        params = study.ask(distributions).params
+        points.append(tuple((key, _round(params[key], tuning.space[key])) for key in tuning.space))
+    return points
 
 
 def _round(value: float, bounds: Range) -> float:
