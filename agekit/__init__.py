@@ -1,6 +1,7 @@
 """agekit: Adversarial Generator-Encoder networks (Ulyanov, Vedaldi, Lempitsky, AAAI 2018).
 
-``agekit.inference`` (sampling, reconstruction, interpolation, colorization and colour transfer
+``agekit.evaluation.inference`` (sampling, reconstruction, interpolation, colorization and colour
+transfer
 with a trained model) is loaded on first use: it imports torch, and ``import agekit`` stays light
 so that the command line starts at once.
 """
@@ -20,10 +21,10 @@ except metadata.PackageNotFoundError:  # running from a source tree that is not 
 
 __all__ = ["REGISTRY", "__version__", "available", "create", "inference", "register"]
 
-_LAZY_SUBMODULES = ("inference",)
+_LAZY_SUBMODULES = {"inference": "agekit.evaluation.inference"}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY_SUBMODULES:
-        return importlib.import_module(f"agekit.{name}")
+        return importlib.import_module(_LAZY_SUBMODULES[name])
     raise AttributeError(f"module 'agekit' has no attribute {name!r}")

@@ -237,7 +237,7 @@ class DataSource(ABC):
     #: classes, composed over channels when it is per-channel) or None (no known modes).
     known_modes: ClassVar[Literal["mixture", "classifier"] | None] = None
     #: The metrics a study runs when it names none; None derives them from ``kind`` and the
-    #: capabilities above (see :func:`agekit.evaluation.default_metrics`).
+    #: capabilities above (see :func:`agekit.evaluation.scoring.default_metrics`).
     default_metrics: ClassVar[tuple[str, ...] | None] = None
 
     @property
@@ -289,7 +289,7 @@ class Metric(ABC):
     headline_order: ClassVar[int] = 100
     #: What the generator decodes in this metric: prior samples ("prior", e.g. sample quality) or
     #: codes of real images ("codes", reconstructions). Evaluation loads the generator's
-    #: batch-norm statistics re-estimated for that input (agekit.batchnorm).
+    #: batch-norm statistics re-estimated for that input (agekit.evaluation.batchnorm).
     generator_inputs: ClassVar[Literal["prior", "codes"]] = "prior"
 
     @abstractmethod

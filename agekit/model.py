@@ -19,15 +19,15 @@ from typing import Any, Literal
 
 import torch
 
-from agekit import checkpoint as ckpt
-from agekit.adversary import check_adaptive_adversary, resolve_threshold
-from agekit.batchnorm import EvaluationStatistics, estimate_statistics
 from agekit.components import DataSource, EncoderGenerator, Generator, Prior
 from agekit.config import ExperimentConfig, parse_config
 from agekit.datasets.validation import hold_out_validation
-from agekit.filters import low_pass
-from agekit.game import AdaptiveAdversaryWeight, AGEGame, GameWeights, RegressionObjective
+from agekit.evaluation.batchnorm import EvaluationStatistics, estimate_statistics
+from agekit.games.adversary import check_adaptive_adversary, resolve_threshold
+from agekit.games.age import AdaptiveAdversaryWeight, AGEGame, GameWeights, RegressionObjective
 from agekit.registry import create
+from agekit.runs import checkpoint as ckpt
+from agekit.util.filters import low_pass
 
 __all__ = [
     "STATISTICS_KEY",
@@ -161,10 +161,11 @@ def use_evaluation_statistics(
     model: Model, stored: Mapping[str, Any] | None = None
 ) -> EvaluationStatistics | None:
     """Give ``model``'s networks the batch-norm statistics that evaluation, the image commands and
-    :mod:`agekit.inference` all use, and keep them as ``model.statistics``.
+    :mod:`agekit.evaluation.inference` all use, and keep them as ``model.statistics``.
 
     ``stored`` is what a checkpoint holds under ``"batchnorm_statistics"`` (the trainer writes
-    it: :func:`agekit.batchnorm.estimate_statistics`); without it they are estimated now, with
+    it: :func:`agekit.evaluation.batchnorm.estimate_statistics`); without it they are estimated
+    now, with
     the same protocol, from the model's data. Conditional models keep the running statistics of
     training (nothing is re-estimated for them) and get None. The generator is left with the
     prior-sample statistics loaded; :meth:`Model.generator_for` switches.

@@ -36,7 +36,7 @@ import torch
 import agekit
 from agekit.config import parse_config
 from agekit.divergences.kozachenko_leonenko import kth_neighbour_indices
-from agekit.trainer import Trainer
+from agekit.training.trainer import Trainer
 
 K = 3
 

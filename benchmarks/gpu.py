@@ -43,7 +43,7 @@ def train_rate(
     size: int, batch: int, precision: str, compile_: bool, steps: int, width: int, device: str
 ) -> float:
     from agekit.config import parse_config
-    from agekit.trainer import Trainer
+    from agekit.training.trainer import Trainer
 
     raw = {
         "name": "gpu-bench",

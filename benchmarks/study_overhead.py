@@ -45,7 +45,7 @@ def bare_seconds(steps: int) -> float:
     from trainer_overhead import bare_loop  # the sibling benchmark's plain loop
 
     from agekit.config import parse_config
-    from agekit.trainer import Trainer
+    from agekit.training.trainer import Trainer
 
     raw = {
         "name": "bare",

@@ -22,7 +22,7 @@ AGE trains with ``configs/mnist5k.toml``; "AGE-paper" is the same data and netwo
 ``paper`` recipe's game (the bare eq. 5-6: no margin, no generator data term, lambda 250 and mu 5,
 the paper's 1000 and 10 on the reference code's scale). Before scoring, every model's batch-norm
 statistics are re-estimated on real training images (encoder) and prior samples (generator), as
-``agekit.evaluation`` does.
+``agekit.evaluation.scoring`` does.
 
     python benchmarks/time_to_quality.py                        # 3 minutes per model, 1 seed
     python benchmarks/time_to_quality.py --minutes 2 --seeds 0 1 2
@@ -47,13 +47,13 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 import agekit
-from agekit.batchnorm import reestimate_batchnorm
 from agekit.components import DataSource, EvaluationContext, Prior
 from agekit.config import ExperimentConfig, GameConfig, load_config
+from agekit.config.recipes import RECIPES
 from agekit.datasets.stream import BatchStream
-from agekit.evaluation import default_cache_dir
-from agekit.recipes import RECIPES
-from agekit.trainer import Trainer
+from agekit.evaluation.batchnorm import reestimate_batchnorm
+from agekit.evaluation.scoring import default_cache_dir
+from agekit.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "mnist5k.toml"
@@ -191,7 +191,7 @@ def score(trained: dict[str, Any], data: DataSource, seed: int) -> dict[str, flo
         cache_dir=default_cache_dir(),
         divergences={},
     )
-    # As agekit.evaluation does: generator statistics for what each metric decodes.
+    # As agekit.evaluation.scoring does: generator statistics for what each metric decodes.
     statistics.load(trained["generator"], "prior")
     quality = agekit.create("metric", "sample-quality")(context)
     statistics.load(trained["generator"], "codes")

@@ -32,7 +32,7 @@ def worker(out: Path, steps: int, width: int, batch: int, divergence: str) -> No
     import torch
 
     from agekit.config import parse_config
-    from agekit.trainer import Trainer
+    from agekit.training.trainer import Trainer
 
     raw = {
         "name": "bench",

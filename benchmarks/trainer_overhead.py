@@ -18,7 +18,7 @@ import time
 import torch
 
 from agekit.config import parse_config
-from agekit.trainer import Trainer
+from agekit.training.trainer import Trainer
 
 
 def _config(steps: int, width: int, batch: int) -> dict:

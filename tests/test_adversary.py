@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import torch
 
-from agekit.adversary import check_adaptive_adversary
 from agekit.config import ConfigError, parse_config, reference_adversary_threshold
-from agekit.game import AdaptiveAdversaryWeight
+from agekit.games.adversary import check_adaptive_adversary
+from agekit.games.age import AdaptiveAdversaryWeight
 from agekit.model import build_adversary
 from agekit.registry import create
 

@@ -9,7 +9,7 @@ from typing import IO
 
 import pytest
 
-from agekit.atomic import write_atomic, write_json_atomic
+from agekit.util.atomic import write_atomic, write_json_atomic
 
 
 def test_write_atomic_writes_the_bytes_and_leaves_no_temporary_file(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """Batch-norm statistics re-estimated from real data, as evaluation and every consumer of a trained
-model use them (agekit.batchnorm)."""
+model use them (agekit.evaluation.batchnorm)."""
 
 from __future__ import annotations
 
@@ -13,19 +13,19 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import agekit
-from agekit import checkpoint as ckpt
-from agekit import inference, visual
-from agekit.batchnorm import estimate_statistics, reestimate_batchnorm
 from agekit.cli import main
 from agekit.components import EvaluationContext, Metric
 from agekit.config import Component, parse_config
 from agekit.datasets import stream
-from agekit.evaluation import evaluate
+from agekit.evaluation import inference, visual
+from agekit.evaluation.batchnorm import estimate_statistics, reestimate_batchnorm
+from agekit.evaluation.scoring import evaluate
 from agekit.metrics.classifier import generate_samples
 from agekit.model import STATISTICS_KEY, build_model, load_trained, use_evaluation_statistics
-from agekit.modes import network_mode
 from agekit.registry import REGISTRY
-from agekit.trainer import Trainer
+from agekit.runs import checkpoint as ckpt
+from agekit.training.trainer import Trainer
+from agekit.util.network_modes import network_mode
 
 
 def test_encoder_statistics_come_from_real_images_only() -> None:
@@ -71,7 +71,8 @@ def test_encoder_statistics_come_from_real_images_only() -> None:
 
 
 # One protocol for every consumer: stored in checkpoints, loaded by evaluation, the commands and
-# agekit.inference ------------------------------------------------------------------------------
+# agekit.evaluation.inference
+# ------------------------------------------------------------------------------
 def _bn_raw(steps: int = 10) -> dict[str, Any]:
     return {
         "name": "tiny-bn",
@@ -151,7 +152,7 @@ def test_a_cli_sample_is_the_sample_evaluation_scores(
     assert torch.equal(drawn["recon"], record["metrics"]["test-decoded-codes"]["decoded"])
     assert record["batchnorm"]["source"] == "stored in the checkpoint when it was written"
 
-    # agekit.inference, from Python, draws them too.
+    # agekit.evaluation.inference, from Python, draws them too.
     model, _ = load_trained(trained_bn, "cpu")
     assert torch.equal(inference.sample(model, 16, seed=3), drawn["sample"])
 

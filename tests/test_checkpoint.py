@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from agekit import checkpoint as ckpt
-from agekit.atomic import write_json_atomic
+from agekit.runs import checkpoint as ckpt
+from agekit.util.atomic import write_json_atomic
 
 
 def _write(folder: Path, step: int) -> Path:

@@ -23,7 +23,7 @@ from test_trainer import _to_toml as _toml
 
 from agekit.cli import build_parser, main
 from agekit.config import parse_config
-from agekit.trainer import Trainer
+from agekit.training.trainer import Trainer
 
 
 def _raw(**data: Any) -> dict[str, Any]:
@@ -87,7 +87,7 @@ def _read_only_output(tmp: Path, mp: pytest.MonkeyPatch, run: Path) -> list[str]
 
 
 def _full_disk(tmp: Path, mp: pytest.MonkeyPatch, run: Path) -> list[str]:
-    from agekit import checkpoint
+    from agekit.runs import checkpoint
 
     def save_atomic(state: Any, path: Path) -> None:  # write() on a full disk names no file
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -97,7 +97,7 @@ def _full_disk(tmp: Path, mp: pytest.MonkeyPatch, run: Path) -> list[str]:
 
 
 def _read_only_image(tmp: Path, mp: pytest.MonkeyPatch, run: Path) -> list[str]:
-    from agekit import visual
+    from agekit.evaluation import visual
 
     def save_image(tensor: Any, path: Any, **kwargs: Any) -> None:
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))

@@ -21,10 +21,10 @@ import torch
 from test_trainer import TINY  # the same tiny run as the trainer tests
 from test_trainer import _to_toml as _toml
 
-from agekit import checkpoint as ckpt
 from agekit.cli import main
 from agekit.config import parse_config
-from agekit.trainer import Trainer
+from agekit.runs import checkpoint as ckpt
+from agekit.training.trainer import Trainer
 
 
 def _raw(**train: Any) -> dict[str, Any]:
@@ -150,11 +150,11 @@ def test_ctrl_c_checkpoints_and_exits_130(tmp_path: Path) -> None:
 _TWICE = textwrap.dedent(
     """
     import json, os, signal, sys, time
-    import agekit.signals
+    import agekit.training.signals
     from agekit.config import parse_config
-    from agekit.trainer import Trainer
+    from agekit.training.trainer import Trainer
 
-    agekit.signals.REPEAT_WINDOW_S = 0.3  # the second signal below comes after the window
+    agekit.training.signals.REPEAT_WINDOW_S = 0.3  # the second signal below comes after the window
 
     def twice(event, trainer, record):
         if event == "log" and record["step"] == 25:
@@ -187,7 +187,7 @@ _REPEATED = textwrap.dedent(
     """
     import json, os, signal, sys, time
     from agekit.config import parse_config
-    from agekit.trainer import Trainer
+    from agekit.training.trainer import Trainer
 
     def repeated(event, trainer, record):
         if event == "log" and record["step"] == 25:
@@ -221,7 +221,7 @@ def test_the_same_signal_repeated_within_two_seconds_is_one_request(tmp_path: Pa
 def test_stop_signals_count_a_repeat_only_outside_the_window(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import agekit.signals
+    import agekit.training.signals
 
     # A background job starts with SIGINT ignored, which StopSignals rightly leaves alone; this
     # test is about counting, so SIGINT gets its default handler for the test's duration.
@@ -229,13 +229,13 @@ def test_stop_signals_count_a_repeat_only_outside_the_window(
     try:
         # raise_signal delivers to this (the main) thread, so the handler has run when it
         # returns; os.kill may land on one of torch's threads and be handled later, under load
-        with agekit.signals.StopSignals() as signals:
+        with agekit.training.signals.StopSignals() as signals:
             for _ in range(3):
                 signal.raise_signal(signal.SIGTERM)
             assert (signals.received, signals.count) == (signal.SIGTERM, 1)
             signal.raise_signal(signal.SIGINT)  # another signal is a second request at once
             assert signals.count == 2
-            monkeypatch.setattr(agekit.signals, "REPEAT_WINDOW_S", 0.0)
+            monkeypatch.setattr(agekit.training.signals, "REPEAT_WINDOW_S", 0.0)
             signal.raise_signal(signal.SIGTERM)  # the same signal, after the window
             assert signals.count == 3
     finally:
@@ -555,7 +555,7 @@ def test_counts_must_be_positive(argv: list[str], capsys: pytest.CaptureFixture[
 
 
 def test_scatter_legend_names_each_point_set() -> None:
-    from agekit.visual import scatter
+    from agekit.evaluation.visual import scatter
 
     points = [torch.randn(200, 2, generator=torch.Generator().manual_seed(i)) for i in range(2)]
     plain = scatter(points)

@@ -1,4 +1,4 @@
-"""agekit.color against scikit-image on random images.
+"""agekit.util.lab against scikit-image on random images.
 
 Tolerances: in float64 the torch code evaluates the same formulas, constants and branch points as
 scikit-image, so the only differences are rounding (measured ~2e-13 Lab units); 1e-8 leaves room
@@ -17,7 +17,7 @@ import pytest
 import torch
 from skimage.color import lab2rgb, rgb2lab
 
-from agekit.color import (
+from agekit.util.lab import (
     AB_SCALE,
     lab_to_rgb,
     network_to_rgb,

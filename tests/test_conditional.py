@@ -12,14 +12,14 @@ import torch
 from PIL import Image
 
 from agekit.cli import main
-from agekit.color import AB_SCALE, rgb_to_network
 from agekit.components import ComponentInputError, EvaluationContext
 from agekit.config import parse_config
-from agekit.evaluation import evaluate
-from agekit.game import AGEGame
+from agekit.evaluation.scoring import evaluate
+from agekit.games.age import AGEGame
 from agekit.metrics.colorization import Colorization, colourfulness, pairwise_ab_distance
 from agekit.registry import create
-from agekit.trainer import Trainer
+from agekit.training.trainer import Trainer
+from agekit.util.lab import AB_SCALE, rgb_to_network
 
 SIZE = 16
 DATA: dict[str, Any] = {

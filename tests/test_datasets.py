@@ -17,7 +17,7 @@ from agekit.components import ClassifierSource, DataSource
 from agekit.datasets import NO_LABEL, DatasetNotFoundError
 from agekit.datasets._common import split_indices
 from agekit.datasets.embedded import MNIST5k, StackedMNIST
-from agekit.evaluation import default_metrics
+from agekit.evaluation.scoring import default_metrics
 from agekit.registry import REGISTRY, ComponentOptionsError
 
 EMBEDDED = ["digits", "mnist5k", "stacked-mnist"]

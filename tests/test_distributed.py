@@ -59,7 +59,7 @@ def _raw(divergence: str, steps: int = 1) -> dict[str, Any]:
 
 def _float64_trainer(raw: dict[str, Any], run_dir: Path) -> Any:
     from agekit.config import parse_config
-    from agekit.trainer import Trainer
+    from agekit.training.trainer import Trainer
 
     trainer = Trainer(parse_config(raw), run_dir)
     assert trainer.stream.x_all is not None
@@ -113,7 +113,7 @@ def _worker(out: Path) -> None:
     results = _compute(out, f"rank{rank}")
     torch.save(results, out / f"rank{rank}.pt")
 
-    from agekit import distributed
+    from agekit.training import distributed
 
     distributed.shutdown()
 
@@ -242,7 +242,7 @@ def test_three_iterations_of_fit_match_and_only_rank_0_writes(
 
 
 def test_batch_must_divide_over_processes() -> None:
-    from agekit.distributed import DistributedError, local_batch_size
+    from agekit.training.distributed import DistributedError, local_batch_size
 
     assert local_batch_size(64, 4) == 16
     with pytest.raises(DistributedError, match="divisible by the number of processes"):
@@ -252,9 +252,9 @@ def test_batch_must_divide_over_processes() -> None:
 _DIVERGING_RANK = """
 import json, os, sys
 import torch
-from agekit import distributed
+from agekit.training import distributed
 from agekit.config import parse_config
-from agekit.trainer import Trainer, TrainingDiverged
+from agekit.training.trainer import Trainer, TrainingDiverged
 
 trainer = Trainer(parse_config(json.loads(sys.argv[1])), sys.argv[2])
 step = trainer.train_step

@@ -112,7 +112,7 @@ def _swap_batchnorm(trainer: Any, kind: type[nn.BatchNorm2d]) -> int:
 
 def _one_step(run_dir: Path, batchnorm: type[nn.BatchNorm2d] | None) -> dict[str, Any]:
     from agekit.config import parse_config
-    from agekit.trainer import Trainer
+    from agekit.training.trainer import Trainer
 
     trainer = Trainer(parse_config(_raw()), run_dir)
     assert trainer.stream.x_all is not None
@@ -147,9 +147,9 @@ def _one_step(run_dir: Path, batchnorm: type[nn.BatchNorm2d] | None) -> dict[str
 def _worker(out: Path) -> None:
     torch.set_default_dtype(torch.float64)
     rank = int(os.environ["RANK"])
-    from agekit import distributed
     from agekit.config import parse_config
-    from agekit.trainer import Trainer
+    from agekit.training import distributed
+    from agekit.training.trainer import Trainer
 
     results: dict[str, Any] = {
         "sync": _one_step(out / f"sync-rank{rank}", _GlobalStatisticsBatchNorm),

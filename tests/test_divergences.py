@@ -22,7 +22,7 @@ from agekit.divergences.kozachenko_leonenko import (
 )
 from agekit.priors import GaussianPrior, SpherePrior
 from agekit.registry import ComponentOptionsError
-from agekit.special import log_cap_fraction
+from agekit.util.special import log_cap_fraction
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""Low-pass filters (agekit.filters), the game's latent filter and the speckle measure."""
+"""Low-pass filters (agekit.util.filters), the game's latent filter and the speckle measure."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import agekit
-from agekit.filters import gaussian_blur, low_pass, median_filter
-from agekit.game import AGEGame, GameWeights
+from agekit.games.age import AGEGame, GameWeights
 from agekit.metrics.sample_quality import speckle_ratio
+from agekit.util.filters import gaussian_blur, low_pass, median_filter
 
 
 def _strokes(n: int = 8, seed: int = 0) -> torch.Tensor:

@@ -28,9 +28,9 @@ from torch import Tensor, nn
 import agekit
 from agekit.components import Divergence, Encoder, Generator, Prior
 from agekit.config import GameConfig, parse_config
-from agekit.game import AGEGame, GameWeights
+from agekit.games.age import AGEGame, GameWeights
 from agekit.model import build_model
-from agekit.trainer import Trainer
+from agekit.training.trainer import Trainer
 
 
 def _game(weights: GameWeights | None = None) -> AGEGame:

@@ -1,4 +1,5 @@
-"""agekit.inference: the tensor work behind sample, reconstruct, interpolate, colorize, transfer."""
+"""agekit.evaluation.inference: the tensor work behind sample, reconstruct, interpolate, colorize,
+transfer."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import torch
 from PIL import Image
 
 import agekit
-from agekit import inference
 from agekit.config import parse_config
-from agekit.inference import InferenceError
+from agekit.evaluation import inference
+from agekit.evaluation.inference import InferenceError
 from agekit.model import Model, build_model
 
 SIZE = 16
@@ -179,4 +180,4 @@ def test_colorization_functions_refuse_an_unconditional_model(vector: Model, cal
 
 
 def test_the_package_exposes_inference_lazily() -> None:
-    assert agekit.inference is inference
+    assert agekit.evaluation.inference is inference

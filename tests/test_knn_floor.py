@@ -14,8 +14,8 @@ import agekit
 from agekit.divergences import KozachenkoLeonenko
 from agekit.divergences.kozachenko_leonenko import kth_neighbour_indices
 from agekit.priors import SpherePrior
-from agekit.special import log_cap_fraction, log_cap_fraction_and_slope
 from agekit.testing import check_divergence
+from agekit.util.special import log_cap_fraction, log_cap_fraction_and_slope
 
 FLOOR = 0.1
 

@@ -1,4 +1,5 @@
-"""agekit.latent.interpolate: great circles on the sphere, including between antipodal codes."""
+"""agekit.evaluation.latent_paths.interpolate: great circles on the sphere, including between
+antipodal codes."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from agekit.latent import interpolate
+from agekit.evaluation.latent_paths import interpolate
 from agekit.priors import GaussianPrior, SpherePrior
 
 # Tolerances: float64 paths are a few cos/sin evaluations and one normalisation per row, so

@@ -30,7 +30,7 @@ from agekit.components import (
     Prior,
 )
 from agekit.config import Component, parse_config
-from agekit.evaluation import evaluate
+from agekit.evaluation.scoring import evaluate
 from agekit.metrics import classifier as classifier_module
 from agekit.metrics import (
     density_coverage,
@@ -51,12 +51,12 @@ from agekit.metrics.classifier import (
     train_digit_classifier,
 )
 from agekit.metrics.latent import LatentDivergence
-from agekit.metrics.modes import ModeCoverage
+from agekit.metrics.mode_coverage import ModeCoverage
 from agekit.metrics.reconstruction import Reconstruction
 from agekit.metrics.sample_quality import SampleQuality
 from agekit.model import load_trained
 from agekit.priors import GaussianPrior
-from agekit.trainer import Trainer
+from agekit.training.trainer import Trainer
 
 
 def _rng(seed: int = 0) -> np.random.Generator:

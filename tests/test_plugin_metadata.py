@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from test_registry import _install_fake_distribution  # the same fake pip layout
 
-from agekit.evaluation import default_metrics
+from agekit.evaluation.scoring import default_metrics
 from agekit.registry import REGISTRY
 from agekit.studies.report import HEADLINE, headline
 from agekit.studies.runner import run_study

@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 from test_trainer import _config
 
-from agekit.progress import (
+from agekit.training.progress import (
     BarProgress,
     LineProgress,
     NullProgress,
@@ -18,7 +18,7 @@ from agekit.progress import (
     plain_every,
     training_progress,
 )
-from agekit.trainer import Trainer
+from agekit.training.trainer import Trainer
 
 ENTRY = {
     "step": 400,
@@ -98,7 +98,7 @@ def test_the_bar_keeps_the_step_count_visible_at_80_columns() -> None:
 
 def test_the_training_log_labels_are_the_games_own(monkeypatch: pytest.MonkeyPatch) -> None:
     # Defined once, beside the game's terms: progress lines and study figures read that table.
-    from agekit import game
+    from agekit.games import age as game
     from agekit.studies import figures
 
     assert list(game.TERM_LABELS.values()) == ["KL_real", "KL_fake", "L_X", "L_Z"]

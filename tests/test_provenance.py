@@ -1,4 +1,4 @@
-"""Every record a run or study writes says which versions made it (agekit.provenance)."""
+"""Every record a run or study writes says which versions made it (agekit.runs.provenance)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from agekit import checkpoint as ckpt
 from agekit.config import ExperimentConfig, config_to_dict
-from agekit.science import resume_refusal, science_differences
+from agekit.config.changes import resume_refusal, science_differences
+from agekit.runs import checkpoint as ckpt
 
 STUDY = """\
 name = "tiny"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from agekit.config import Component, load_config
-from agekit.evaluation import evaluate
-from agekit.trainer import Trainer
+from agekit.evaluation.scoring import evaluate
+from agekit.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 

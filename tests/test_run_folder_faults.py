@@ -20,9 +20,9 @@ import pytest
 from test_cli_reliability import _config_file, _logged, _raw, signal_after_steps
 from test_study_runner import TWO_SEEDS, _study
 
-from agekit import checkpoint as ckpt
 from agekit.config import parse_config
-from agekit.trainer import Trainer
+from agekit.runs import checkpoint as ckpt
+from agekit.training.trainer import Trainer
 
 
 def _train(config: Path, run: Path, *extra: str) -> list[str]:
@@ -88,7 +88,7 @@ def test_a_second_writer_into_a_live_run_folder_is_refused_naming_the_holder(
 _KILLED_HOLDER = textwrap.dedent(
     """
     import os, sys
-    from agekit.runlock import RunLock
+    from agekit.runs.lock import RunLock
 
     RunLock(sys.argv[1]).__enter__()
     os.kill(os.getpid(), 9)
@@ -295,7 +295,7 @@ class _HungUpTerminal(io.StringIO):
 
 
 def test_a_hung_up_terminal_silences_the_display_once_and_says_so() -> None:
-    from agekit.progress import GuardedProgress, LineProgress
+    from agekit.training.progress import GuardedProgress, LineProgress
 
     stream = _HungUpTerminal()
     broken: list[OSError] = []

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from agekit import checkpoint as ckpt
 from agekit.cli import main
 from agekit.config import parse_config
-from agekit.progress import BarProgress, LineProgress
-from agekit.trainer import Trainer
+from agekit.runs import checkpoint as ckpt
+from agekit.training.progress import BarProgress, LineProgress
+from agekit.training.trainer import Trainer
 
 RUN = {
     "name": "tiny",
@@ -62,7 +62,7 @@ def test_evaluate_falls_back_past_a_damaged_newest_checkpoint(
 def test_a_config_json_with_its_provenance_still_reads_as_the_configuration(
     damaged_run: Path,
 ) -> None:
-    from agekit.commands.evaluate import _default_metric_names
+    from agekit.cli.evaluate import _default_metric_names
 
     assert "provenance" in json.loads((damaged_run / "config.json").read_text())
     checkpoint = damaged_run / "checkpoints" / "step_00000002.pt"
@@ -84,7 +84,7 @@ def test_redirected_consoles_do_not_wrap_long_paths() -> None:
     long_path = "/data/" + "/".join(f"folder_{i:02d}" for i in range(20)) + "/step_00000004.pt"
     code = (
         "import sys\n"
-        "from agekit.commands.shared import console, err_console\n"
+        "from agekit.cli.shared import console, err_console\n"
         "from agekit.studies.console import console as study_console\n"
         "for c in (console, err_console, study_console):\n"
         f"    c.print('wrote {long_path}')\n"

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agekit.special import log_cap_fraction, log_cap_fraction_numpy
+from agekit.util.special import log_cap_fraction, log_cap_fraction_numpy
 
 DIMS = [2, 3, 4, 16, 128, 512]
 

@@ -118,7 +118,7 @@ def test_only_rejects_unknown_run(tmp_path: Path) -> None:
 
 
 def test_interrupted_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
-    from agekit.trainer import Trainer
+    from agekit.training.trainer import Trainer
 
     path = _write(tmp_path)
     out = tmp_path / "out"

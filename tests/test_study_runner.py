@@ -19,7 +19,7 @@ from test_cli_reliability import signal_after_steps
 
 from agekit.cli import main
 from agekit.config import ConfigError, ExperimentConfig, config_to_dict
-from agekit.science import science_differences
+from agekit.config.changes import science_differences
 from agekit.studies.layout import FAILED_FILE
 from agekit.studies.runner import run_study
 from agekit.studies.spec import load_study, plan
@@ -254,7 +254,7 @@ def test_the_report_skips_a_torn_last_line_of_a_training_log(tmp_path: Path) -> 
 
 
 def test_an_interrupted_run_in_a_moved_study_folder_resumes(tmp_path: Path) -> None:
-    from agekit.trainer import Trainer
+    from agekit.training.trainer import Trainer
 
     class Crash(Exception):
         pass
@@ -295,7 +295,7 @@ metrics = ["reconstruction"]
 def test_sigterm_during_agekit_run_checkpoints_stops_and_the_same_command_continues(
     tmp_path: Path,
 ) -> None:
-    from agekit import checkpoint as ckpt
+    from agekit.runs import checkpoint as ckpt
 
     path = _study(tmp_path, TWO_SEEDS, steps=600, checkpoint_every=200)
     out = tmp_path / "out"
@@ -324,7 +324,7 @@ def test_sigterm_during_agekit_run_checkpoints_stops_and_the_same_command_contin
 
 
 def test_ctrl_c_stops_a_parallel_study_after_each_run_checkpoints(tmp_path: Path) -> None:
-    from agekit import checkpoint as ckpt
+    from agekit.runs import checkpoint as ckpt
 
     path = _study(tmp_path, TWO_SEEDS, steps=100_000, checkpoint_every=100_000)
     out = tmp_path / "out"

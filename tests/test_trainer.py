@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import torch
 
-from agekit import checkpoint as ckpt
 from agekit.config import parse_config
 from agekit.model import DeviceUnavailable, resolve_device
-from agekit.trainer import Trainer, TrainingDiverged
+from agekit.runs import checkpoint as ckpt
+from agekit.training.trainer import Trainer, TrainingDiverged
 
 TINY: dict[str, Any] = {
     "name": "tiny",
@@ -76,7 +76,7 @@ _KILLER = textwrap.dedent(
     """
     import json, os, signal, sys
     from agekit.config import parse_config
-    from agekit.trainer import Trainer
+    from agekit.training.trainer import Trainer
 
     config = parse_config(json.loads(sys.argv[1]))
     kill_at = int(sys.argv[3])
@@ -373,7 +373,7 @@ def test_sample_reconstruct_commands(tmp_path: Path) -> None:
 
 
 def test_interpolate_command_and_great_circles(tmp_path: Path) -> None:
-    from agekit.latent import interpolate
+    from agekit.evaluation.latent_paths import interpolate
     from agekit.priors import SpherePrior
 
     prior = SpherePrior(8)

@@ -31,7 +31,7 @@ from agekit.components import (
     Generator,
     Prior,
 )
-from agekit.filters import gaussian_blur
+from agekit.util.filters import gaussian_blur
 
 __all__ = ["DCGAN", "DCGANEncoder", "DCGANGenerator"]
 

@@ -1,7 +1,7 @@
 """Colour data for conditional AGE (colorization): x = the ab channels, condition = L.
 
 Both sources give x = ab / 110 (2, S, S) and condition = L / 50 - 1 (1, S, S) (see
-:mod:`agekit.color`); split items are ``(x, label, condition)`` and ``display`` turns (x, L) back
+:mod:`agekit.util.lab`); split items are ``(x, label, condition)`` and ``display`` turns (x, L) back
 into RGB in [-1, 1] for grids.
 
 ``colour-crops`` (embedded, offline): random square crops of the colour photographs shipped inside
@@ -23,7 +23,6 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from agekit.color import network_to_rgb, rgb_to_network
 from agekit.components import DataSource
 from agekit.datasets._common import (
     SplitName,
@@ -32,6 +31,7 @@ from agekit.datasets._common import (
     check_split,
     rng,
 )
+from agekit.util.lab import network_to_rgb, rgb_to_network
 
 #: (package, file inside the package) of every colour photograph colour-crops may use.
 PHOTOS: dict[str, tuple[str, str]] = {

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from agekit import distributed
 from agekit.components import DataSource
+from agekit.training import distributed
 
 __all__ = ["BatchStream", "test_batch", "test_batch_conditioned"]
 

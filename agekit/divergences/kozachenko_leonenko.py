@@ -29,7 +29,7 @@ from agekit.components import (
     Prior,
     log_sphere_area,
 )
-from agekit.special import log_cap_fraction_and_slope
+from agekit.util.special import log_cap_fraction_and_slope
 
 __all__ = ["KozachenkoLeonenko", "kth_neighbour_indices", "kth_neighbour_sq_distances"]
 

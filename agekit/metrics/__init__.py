@@ -16,7 +16,7 @@ from agekit.metrics.features import (
     polynomial_mmd2_unbiased,
     precision_recall,
 )
-from agekit.metrics.modes import kl_to_uniform, mode_coverage_2d, stacked_mode_statistics
+from agekit.metrics.mode_coverage import kl_to_uniform, mode_coverage_2d, stacked_mode_statistics
 
 __all__ = [
     "density_coverage",

@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agekit.atomic import write_atomic
 from agekit.components import ClassifierSource, DataSource, EvaluationContext
 from agekit.datasets.validation import ValidationHeldOut
-from agekit.modes import network_mode
 from agekit.registry import REGISTRY, RegistryError, create
+from agekit.util.atomic import write_atomic
+from agekit.util.network_modes import network_mode
 
 #: Bump when the training code changes in a way the protocol fields do not capture, so that stale
 #: cached weights are not reused.

@@ -8,9 +8,9 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
-from agekit.color import AB_SCALE, network_to_rgb
 from agekit.components import DataSource, Direction, EvaluationContext, Metric
 from agekit.metrics.classifier import network_mode
+from agekit.util.lab import AB_SCALE, network_to_rgb
 
 
 def colourfulness(rgb: Tensor) -> Tensor:

@@ -8,7 +8,6 @@ import torch
 from torch import Tensor
 
 from agekit.components import Direction, EvaluationContext, Metric
-from agekit.filters import median_filter
 from agekit.metrics.classifier import classifier_for, generate_samples, load_split
 from agekit.metrics.features import (
     density_coverage,
@@ -16,7 +15,8 @@ from agekit.metrics.features import (
     kernel_inception_distance,
     precision_recall,
 )
-from agekit.metrics.modes import kl_to_uniform
+from agekit.metrics.mode_coverage import kl_to_uniform
+from agekit.util.filters import median_filter
 
 
 def speckle_ratio(fake: Tensor, real: Tensor) -> float:

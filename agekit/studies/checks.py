@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from agekit.adversary import check_adaptive_adversary
 from agekit.config import ConfigError, ExperimentConfig
+from agekit.games.adversary import check_adaptive_adversary
 
 if TYPE_CHECKING:
     from agekit.studies.spec import PlannedRun

@@ -26,7 +26,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
-    from agekit.commands.shared import positive_int  # the command line's shared argument types
+    from agekit.cli.shared import positive_int  # the command line's shared argument types
 
     p = sub.add_parser("run", help="run a study: train, evaluate and report every run")
     p.add_argument("study", help="a study TOML file, e.g. studies/kl_vs_kozachenko.toml")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from rich.markup import escape
 
 from agekit.studies.layout import FAILED_FILE
-from agekit.terminal import stream_console
+from agekit.util.terminal import stream_console
 
 if TYPE_CHECKING:
     from agekit.studies.runner import StudyResult

@@ -7,9 +7,9 @@ import time
 import traceback
 from pathlib import Path
 
-from agekit.atomic import write_json_atomic
 from agekit.studies.layout import FAILED_FILE, read_json, run_dir
 from agekit.studies.spec import PlannedRun
+from agekit.util.atomic import write_json_atomic
 
 
 def one_line(exc: BaseException) -> str:

@@ -16,8 +16,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
-from agekit.game import TERM_LABELS
-from agekit.progress import read_records
+from agekit.games.age import TERM_LABELS
+from agekit.training.progress import read_records
 
 __all__ = ["write_figures"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agekit.config import config_to_dict
-from agekit.science import BUDGET_KEYS, science_changes, science_differences
+from agekit.config.changes import BUDGET_KEYS, science_changes, science_differences
 from agekit.studies.spec import PlannedRun, StudySpec
 
 EVAL_FILE = "eval.json"
@@ -47,7 +47,8 @@ def read_json(path: Path) -> Any:
 
 def is_complete(folder: Path, run: PlannedRun) -> bool:
     """A run is complete when its evaluation exists and was made for the same science: only keys
-    that change what is computed are compared (:func:`agekit.science.science_differences`), so a
+    that change what is computed are compared (:func:`agekit.config.changes.science_differences`),
+    so a
     study folder moved with ``mv``, or given once as an absolute and once as a relative path,
     stays complete."""
     saved = read_json(run_dir(folder, run) / EVAL_FILE)
@@ -81,7 +82,7 @@ def stale_changes(folder: Path, run: PlannedRun) -> list[Change]:
 
 
 def _has_checkpoint(target: Path) -> bool:
-    from agekit import checkpoint as ckpt
+    from agekit.runs import checkpoint as ckpt
 
     return ckpt.latest(target / "checkpoints") is not None
 

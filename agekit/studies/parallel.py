@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agekit.progress import to_stderr
-from agekit.signals import STOP_SIGNALS
 from agekit.studies.console import Overall, parallel_view, run_work, short_summary
 from agekit.studies.failures import record_reason
 from agekit.studies.layout import EVAL_FILE, FAILED_FILE, is_complete, read_json, run_dir
 from agekit.studies.spec import PlannedRun
 from agekit.studies.stopping import StudyInterrupted, StudySignals
+from agekit.training.progress import to_stderr
+from agekit.training.signals import STOP_SIGNALS
 
 if TYPE_CHECKING:
     from agekit.studies.runner import StudyResult

@@ -18,7 +18,6 @@ from typing import Any
 
 from rich.table import Table
 
-from agekit.atomic import write_json_atomic
 from agekit.components import Direction
 from agekit.registry import REGISTRY, RegistryError
 from agekit.studies.answer import answer, detectability_lines
@@ -36,7 +35,8 @@ from agekit.studies.statistics import (
     summarise,
 )
 from agekit.studies.tuning import tuning_lines
-from agekit.terminal import stream_console
+from agekit.util.atomic import write_json_atomic
+from agekit.util.terminal import stream_console
 
 #: Re-exported for callers of the report module (the study runner reads ``flatten``).
 __all__ = [
@@ -230,7 +230,7 @@ def _planned_records(
     """The records whose science is the one study.json plans for their run, and run id -> why
     for the others (an edited study's earlier results, or a run no longer planned). Without the
     plan's configurations (a folder written before they were recorded) every record is kept."""
-    from agekit.science import science_differences
+    from agekit.config.changes import science_differences
 
     configs = study.get("configs")
     if not isinstance(configs, dict):
@@ -459,7 +459,7 @@ def _markdown(
             protocols.setdefault(metric, values.get("protocol"))
     for metric, protocol in protocols.items():
         lines += [f"- **{metric}**: `{json.dumps(protocol, sort_keys=True)}`"]
-    from agekit.provenance import PROVENANCE_KEY, describe
+    from agekit.runs.provenance import PROVENANCE_KEY, describe
 
     # Every distinct set of versions the plan and the runs were made with: runs resumed under a
     # newer agekit show up as a second line rather than being hidden.

@@ -27,10 +27,9 @@ from typing import Any
 
 from rich.markup import escape
 
-from agekit import checkpoint as ckpt
-from agekit.atomic import write_json_atomic
 from agekit.config import ConfigError, config_to_dict
-from agekit.provenance import PROVENANCE_KEY, provenance
+from agekit.runs import checkpoint as ckpt
+from agekit.runs.provenance import PROVENANCE_KEY, provenance
 from agekit.studies.console import (
     Overall,
     console,
@@ -56,6 +55,7 @@ from agekit.studies.layout import (
 from agekit.studies.parallel import run_parallel
 from agekit.studies.spec import PlannedRun, StudySpec, effective_spec, load_study, plan
 from agekit.studies.stopping import StudyInterrupted, StudySignals
+from agekit.util.atomic import write_json_atomic
 
 #: Re-exported: the names callers of the runner have used (each lives in its own module now).
 __all__ = [
@@ -103,9 +103,9 @@ def execute(
     With ``handle_signals``, a SIGTERM or SIGINT during training finishes the step, writes a
     checkpoint and raises :class:`StudyInterrupted` (nothing is evaluated). The run folder is
     locked from before its checkpoints are looked at until its evaluation is written
-    (:class:`agekit.runlock.RunLock`): another writer there makes this raise RunFolderBusy.
+    (:class:`agekit.runs.lock.RunLock`): another writer there makes this raise RunFolderBusy.
     """
-    from agekit.runlock import RunLock
+    from agekit.runs.lock import RunLock
 
     with RunLock(run_dir(folder, run)):
         return _execute(folder, run, eval_seed, progress, handle_signals)
@@ -114,8 +114,8 @@ def execute(
 def _execute(
     folder: Path, run: PlannedRun, eval_seed: int, progress: bool, handle_signals: bool
 ) -> dict[str, Any]:
-    from agekit.evaluation import evaluate
-    from agekit.trainer import Trainer
+    from agekit.evaluation.scoring import evaluate
+    from agekit.training.trainer import Trainer
 
     target = run_dir(folder, run)
     # The trainer compares only the science with a checkpoint's configuration, so a run

@@ -42,8 +42,8 @@ from agekit.config import (
     ConfigError,
     ExperimentConfig,
     Strict,
-    _format_errors,
     deep_merge,
+    format_errors,
     load_toml,
     parse_config,
     set_dotted,
@@ -170,7 +170,7 @@ def load_study(path: str | Path) -> tuple[StudySpec, Path]:
     try:
         spec = StudySpec.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, str(path))) from None
+        raise ConfigError(format_errors(exc, str(path))) from None
     if not re.fullmatch(SAFE_NAME, spec.name):
         # The name is the default study folder (runs/studies/NAME): "../x" or "/x" would write
         # the study's runs anywhere on disk.
@@ -204,7 +204,7 @@ def effective_spec(spec: StudySpec, source: str, profile: str | None) -> StudySp
                 tuning = Tuning.model_validate({**setting.tuning.model_dump(), **changes})
             except ValidationError as exc:
                 where = f"{source} (profiles.{profile}.tuning.{setting.name})"
-                raise ConfigError(_format_errors(exc, where)) from None
+                raise ConfigError(format_errors(exc, where)) from None
             setting = setting.model_copy(update={"tuning": tuning})
         settings.append(setting)
     unknown = set(replacements) - {s.name for s in spec.settings}
@@ -315,7 +315,7 @@ class _RunBuilder:
         **fields: Any,
     ) -> PlannedRun:
         """The run of ``cell`` at ``seed``: base, setting, axis values, then ``keys`` in order."""
-        from agekit.evaluation import default_metrics
+        from agekit.evaluation.scoring import default_metrics
         from agekit.registry import REGISTRY, RegistryError, validate_options
 
         run_id = f"{cell}__seed{seed}"

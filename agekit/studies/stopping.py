@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import signal
 
-from agekit.progress import to_stderr
-from agekit.signals import StopSignals
+from agekit.training.progress import to_stderr
+from agekit.training.signals import StopSignals
 
 
 class StudyInterrupted(BaseException):
@@ -26,7 +26,8 @@ class StudySignals(StopSignals):
     trains in this process) every stop request also raises :class:`StudyInterrupted` where the
     program is. During training the trainer's own handlers take over (they finish the step and
     checkpoint) and give these back afterwards. A repeat of the first signal within
-    :data:`agekit.signals.REPEAT_WINDOW_S` is the same request (:mod:`agekit.signals`)."""
+    :data:`agekit.training.signals.REPEAT_WINDOW_S` is the same request
+    (:mod:`agekit.training.signals`)."""
 
     def __init__(self, raise_at_once: bool) -> None:
         super().__init__()

@@ -1,0 +1,67 @@
+"""Experiment configuration: the sections (:mod:`.sections`), reading them from TOML with
+overrides and recipes (:mod:`.loading`, :mod:`.recipes`), and which differences between two
+configurations change the science (:mod:`.changes`)."""
+
+from agekit.config.loading import (
+    TOMLDecodeError,
+    config_to_dict,
+    format_errors,
+    load_config,
+    load_toml,
+    loads_toml,
+    parse_config,
+    parse_overrides,
+    set_dotted,
+    validate_components,
+)
+from agekit.config.recipes import RECIPES, apply_recipe, deep_merge
+from agekit.config.sections import (
+    REFERENCE_TH,
+    AdaptiveAdversary,
+    BackboneConfig,
+    Component,
+    ConfigError,
+    DataConfig,
+    DistributedConfig,
+    DivergenceConfig,
+    ExperimentConfig,
+    GameConfig,
+    OptimConfig,
+    PriorConfig,
+    Strict,
+    TrainConfig,
+    reference_adversary_threshold,
+    reference_ideal_kl,
+)
+
+__all__ = [
+    "RECIPES",
+    "REFERENCE_TH",
+    "AdaptiveAdversary",
+    "BackboneConfig",
+    "Component",
+    "ConfigError",
+    "DataConfig",
+    "DistributedConfig",
+    "DivergenceConfig",
+    "ExperimentConfig",
+    "GameConfig",
+    "OptimConfig",
+    "PriorConfig",
+    "Strict",
+    "TOMLDecodeError",
+    "TrainConfig",
+    "apply_recipe",
+    "config_to_dict",
+    "deep_merge",
+    "format_errors",
+    "load_config",
+    "load_toml",
+    "loads_toml",
+    "parse_config",
+    "parse_overrides",
+    "reference_adversary_threshold",
+    "reference_ideal_kl",
+    "set_dotted",
+    "validate_components",
+]
