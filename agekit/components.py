@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -276,11 +276,76 @@ class DataSource(ABC):
 #: Which way a headline number is better; "reference" marks a baseline shown beside the others.
 Direction = Literal["lower", "higher", "reference"]
 
+#: The key under which a stored metric entry keeps its protocol, beside the values.
+RESULT_PROTOCOL_KEY = "protocol"
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    """What a metric returns: named numbers and the protocol that produced them.
+
+    ``values`` are the numbers (int or float, NaN allowed) that reports tabulate and compare;
+    ``details`` are JSON-serialisable results that are not one number (a histogram over modes),
+    kept in the evaluation record but never compared; ``protocol`` records how the numbers were
+    measured (split, sample sizes, seeds, options), since numbers are comparable only under the
+    same protocol. The three are copied, so a metric's later edits to its own dicts do not reach
+    the result. A value that is not a number raises TypeError: a bool, a tensor or a numpy
+    integer would not reach evaluate.json as the number a report compares.
+    """
+
+    values: dict[str, float]
+    protocol: dict[str, Any]
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key, value in self.values.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(
+                    f"metric value {key!r} is a {type(value).__name__}, not an int or float; "
+                    "put results that are not one number in `details`"
+                )
+        keys = [*self.values, *self.details]
+        if RESULT_PROTOCOL_KEY in keys or len(set(keys)) != len(keys):
+            raise ValueError(
+                f"metric result keys must be unique across values and details and must not be "
+                f"{RESULT_PROTOCOL_KEY!r}; got values {list(self.values)} and details "
+                f"{list(self.details)}"
+            )
+        # The record is one flat JSON object, so every key must be a string.
+        if not all(isinstance(key, str) for key in keys):
+            raise TypeError(f"metric result keys must be strings, got {keys}")
+        object.__setattr__(self, "values", dict(self.values))
+        object.__setattr__(self, "protocol", dict(self.protocol))
+        object.__setattr__(self, "details", dict(self.details))
+
+    def to_record(self) -> dict[str, Any]:
+        """The metric's entry in evaluate.json / eval.json: one flat object, the values, then the
+        details, then ``"protocol"``; study reports and statistics read this shape."""
+        return {**self.values, **self.details, RESULT_PROTOCOL_KEY: self.protocol}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> MetricResult:
+        """The result behind a stored entry (:meth:`to_record`'s inverse up to key order): numbers
+        become values, everything else but ``"protocol"`` details."""
+        rest = {key: value for key, value in record.items() if key != RESULT_PROTOCOL_KEY}
+        numbers = {
+            key: value
+            for key, value in rest.items()
+            if isinstance(value, int | float) and not isinstance(value, bool)
+        }
+        details = {key: value for key, value in rest.items() if key not in numbers}
+        return cls(numbers, dict(record.get(RESULT_PROTOCOL_KEY, {})), details)
+
 
 class Metric(ABC):
-    """An evaluation of a trained model: named numbers plus the protocol that produced them."""
+    """An evaluation of a trained model: named numbers plus the protocol that produced them.
 
-    #: The result keys study reports show first, in this order, with the direction that is better.
+    ``__call__`` returns a :class:`MetricResult`; evaluation refuses anything else (a plain dict
+    included) with a TypeError naming the metric.
+    """
+
+    #: The keys of ``MetricResult.values`` that study reports show first, in this order, with the
+    #: direction that is better.
     #: Comparisons of "lower"/"higher" keys are tested (Holm-adjusted); "reference" keys are shown
     #: but not tested. Other numeric keys follow in alphabetical order.
     headline: ClassVar[dict[str, Direction]] = {}
@@ -293,17 +358,9 @@ class Metric(ABC):
     generator_inputs: ClassVar[Literal["prior", "codes"]] = "prior"
 
     @abstractmethod
-    def __call__(self, context: Any) -> dict[str, Any]: ...
-
-
-BASE_CLASSES: dict[str, type] = {
-    "prior": Prior,
-    "divergence": Divergence,
-    "backbone": Backbone,
-    "loss": ReconstructionLoss,
-    "dataset": DataSource,
-    "metric": Metric,
-}
+    def __call__(self, context: EvaluationContext) -> MetricResult:
+        """Score the model in ``context``; raise a ValueError naming ``context.dataset_name`` when
+        the data set cannot be scored."""
 
 
 def log_sphere_area(dim: int) -> float:

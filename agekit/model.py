@@ -11,23 +11,23 @@ needs the training loop.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from torch import nn
 
 from agekit.components import DataSource, EncoderGenerator, Generator, Prior
 from agekit.config import ExperimentConfig, parse_config
 from agekit.datasets.validation import hold_out_validation
 from agekit.evaluation.batchnorm import EvaluationStatistics, estimate_statistics
-from agekit.games.adversary import check_adaptive_adversary, resolve_threshold
-from agekit.games.age import AdaptiveAdversaryWeight, AGEGame, GameWeights, RegressionObjective
-from agekit.registry import create
+from agekit.games.adversary import check_adaptive_adversary
+from agekit.games.base import Game, GameParts, Play
+from agekit.resolve import Resolver
 from agekit.runs import checkpoint as ckpt
-from agekit.util.filters import low_pass
+from agekit.training.devices import DeviceUnavailable, resolve_device
 
 __all__ = [
     "STATISTICS_KEY",
@@ -46,35 +46,6 @@ log = logging.getLogger(__name__)
 STATISTICS_KEY = "batchnorm_statistics"
 
 
-class DeviceUnavailable(RuntimeError):
-    pass
-
-
-def resolve_device(spec: str) -> torch.device:
-    """``auto`` picks CUDA when present; an explicit device that is not there is an error."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise DeviceUnavailable(
-            f"train.device: {spec!r} is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
-        ) from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceUnavailable(
-                f"train.device = {spec!r} but CUDA is not available on this machine "
-                "(agekit never falls back to another device; use 'auto' or 'cpu')"
-            )
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise DeviceUnavailable(
-                f"train.device = {spec!r} but only {torch.cuda.device_count()} CUDA device(s) exist"
-            )
-    elif device.type != "cpu":
-        raise DeviceUnavailable(f"train.device: unsupported device type {device.type!r}")
-    return device
-
-
 @dataclass
 class Model:
     """Everything built from a configuration: what a checkpoint restores."""
@@ -83,16 +54,25 @@ class Model:
     prior: Prior
     data: DataSource
     pair: EncoderGenerator
-    #: The single-process game on the bare networks (a trainer derives its own from it, with its
-    #: wrappers: :meth:`AGEGame.with_networks`).
-    game: AGEGame
-    #: Set when ``game.objective = "regression"``: the generator-only baseline.
-    regression: RegressionObjective | None = None
+    #: The game the configuration names: its rules and options (:class:`Game`).
+    rules: Game
+    #: The game bound to the bare networks, for a single process (a trainer binds its own, to
+    #: its wrapped networks).
+    game: Play
+    #: Every network the game trains, by name: ``encoder``, ``generator`` and any the game adds.
+    networks: dict[str, nn.Module]
     #: The batch-norm statistics the networks are evaluated and sampled with, once
     #: :func:`use_evaluation_statistics` gave them (None: the running statistics of training).
     statistics: EvaluationStatistics | None = None
     #: The checkpoint file :func:`load_trained` read (a run folder's newest that loads).
     checkpoint: Path | None = None
+
+    @property
+    def regression(self) -> Any:
+        """TEMPORARY until the trainer plays any game."""
+        from agekit.games.regression import RegressionObjective
+
+        return self.game if isinstance(self.game, RegressionObjective) else None
 
     def generator_for(self, inputs: Literal["prior", "codes"]) -> Generator:
         """The generator, with the batch-norm statistics for decoding ``inputs`` (prior samples
@@ -111,50 +91,36 @@ def build_model(
     if check_adversary and config.game.adaptive_adversary is not None:
         check_adaptive_adversary(config, "configuration")
     torch.manual_seed(config.train.seed)
-    prior = create("prior", config.prior.name, dim=config.prior.dim, **config.prior.options)
-    data = create("dataset", config.data.name, **config.data.options)
+    resolver = Resolver()
+    prior = resolver.component(config, "prior")
+    data = resolver.component(config, "data")
     if config.data.heldout == "validation":
         data = hold_out_validation(data, config.data.validation_fraction)
-    backbone = create("backbone", config.backbone.name, **config.backbone.options)
-    condition_shape = data.condition_shape
-    if condition_shape is None:
-        pair = backbone.build(data.shape, prior.dim, prior)
-    else:
-        pair = backbone.build(data.shape, prior.dim, prior, condition_shape=condition_shape)
-    pair.encoder.to(device)
-    pair.generator.to(device)
-    game = AGEGame(
-        pair.encoder,
-        pair.generator,
-        prior,
-        create("divergence", config.divergence.name, **config.divergence.options),
-        create("loss", config.game.data_loss.name, **config.game.data_loss.options),
-        create("loss", config.game.latent_loss.name, **config.game.latent_loss.options),
-        GameWeights(
-            latent_weight=config.game.latent_weight,
-            data_weight=config.game.data_weight,
-            generator_data_weight=config.game.generator_data_weight,
-            encoder_latent_weight=config.game.encoder_latent_weight,
-            fake_margin=None if math.isinf(config.game.fake_margin) else config.game.fake_margin,
-        ),
-        latent_filter=low_pass(config.game.latent_filter, config.game.latent_filter_sigma),
+    game = resolver.component(config, "game")
+    networks = game.networks(
+        resolver.component(config, "backbone"), data.shape, prior, data.condition_shape
     )
-    regression = None
-    if config.game.objective == "regression":
-        regression = RegressionObjective(pair.generator, game.data_loss)
-    return Model(config, prior, data, pair, game, regression)
+    for network in networks.values():
+        network.to(device)
+    parts = GameParts(
+        networks,
+        prior,
+        resolver.component(config, "divergence"),
+        resolver.component(config, "game.data_loss"),
+        resolver.component(config, "game.latent_loss"),
+    )
+    pair = EncoderGenerator(parts.encoder, parts.generator)
+    return Model(config, prior, data, pair, game, game.bind(parts), networks)
 
 
-def build_adversary(config: ExperimentConfig) -> AdaptiveAdversaryWeight | None:
-    """The adaptive adversary weight of ``game.adaptive_adversary``; None when it is off."""
-    adaptive = config.game.adaptive_adversary
-    if adaptive is None:
-        return None
-    settings = adaptive.model_dump()
-    prior = create("prior", config.prior.name, dim=config.prior.dim, **config.prior.options)
-    divergence = create("divergence", config.divergence.name, **config.divergence.options)
-    settings["threshold"] = resolve_threshold(config, prior, divergence)
-    return AdaptiveAdversaryWeight(**settings)
+def build_adversary(config: ExperimentConfig) -> Any:
+    """TEMPORARY until the trainer plays the bound game's own adversary."""
+    from agekit.games.age import AdaptiveAdversaryWeight
+
+    options = (
+        Resolver()._adversary(config, "configuration") if config.game.adaptive_adversary else None
+    )
+    return None if options is None else AdaptiveAdversaryWeight(**options)
 
 
 def use_evaluation_statistics(

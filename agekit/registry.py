@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import importlib
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -22,22 +23,54 @@ from pydantic import ConfigDict, ValidationError, create_model
 #: Notes for the person running agekit (a plugin reusing a built-in's name); commands print them.
 log = logging.getLogger(__name__)
 
-#: kind -> entry-point group. Later issues add kinds here, nowhere else.
-GROUPS: dict[str, str] = {
-    "prior": "agekit.priors",
-    "divergence": "agekit.divergences",
-    "backbone": "agekit.backbones",
-    "loss": "agekit.losses",
-    "dataset": "agekit.datasets",
-    "metric": "agekit.metrics",
-}
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of component: the whole of what agekit needs to know to find, check and configure
+    it. Adding a kind is one row in :data:`KINDS`, its entry-point group and its own folder."""
+
+    name: str
+    #: The entry-point group built-ins and plugins declare it in.
+    group: str
+    #: ``module:Class`` of the base every component of the kind subclasses (imported on first
+    #: check, so that listing names imports nothing).
+    base: str
+    #: The configuration keys (dotted, relative to the file's top) whose table names one, as
+    #: ``name`` with ``options``.
+    sections: tuple[str, ...] = ()
+    #: Its name in the plural, as ``agekit list`` also accepts it.
+    plural: str = ""
+
+
+#: Every component kind.
+KINDS: tuple[Kind, ...] = (
+    Kind("prior", "agekit.priors", "agekit.components:Prior", ("prior",), "priors"),
+    Kind("divergence", "agekit.divergences", "agekit.components:Divergence", ("divergence",)),
+    Kind("backbone", "agekit.backbones", "agekit.components:Backbone", ("backbone",)),
+    Kind(
+        "loss",
+        "agekit.losses",
+        "agekit.components:ReconstructionLoss",
+        ("game.data_loss", "game.latent_loss"),
+        "losses",
+    ),
+    Kind("dataset", "agekit.datasets", "agekit.components:DataSource", ("data",)),
+    Kind("metric", "agekit.metrics", "agekit.components:Metric"),
+    Kind("game", "agekit.games", "agekit.games.base:Game", ("game",)),
+)
+
+#: kind -> entry-point group.
+GROUPS: dict[str, str] = {kind.name: kind.group for kind in KINDS}
+
+#: Configuration key -> the kind of component its table names (``divergence`` -> divergence).
+SECTION_KINDS: dict[str, str] = {section: kind.name for kind in KINDS for section in kind.sections}
 
 #: Accepted spellings of each kind on the command line (``agekit list divergences``).
 KIND_ALIASES: dict[str, str] = {
-    **{kind: kind for kind in GROUPS},
-    **{kind + "s": kind for kind in GROUPS},
-    "priors": "prior",
+    **{kind.name: kind.name for kind in KINDS},
+    **{(kind.plural or kind.name + "s"): kind.name for kind in KINDS},
 }
+
 
 #: Distributions known to provide components that agekit itself does not ship, so that an unknown
 #: name can say what to install.
@@ -100,30 +133,34 @@ class Entry:
         return status
 
 
-def _normalise_kind(kind: str) -> str:
-    try:
-        return KIND_ALIASES[kind]
-    except KeyError:
-        raise RegistryError(
-            f"unknown component kind {kind!r}; kinds are: {', '.join(GROUPS)}"
-        ) from None
-
-
 class Registry:
     """Lazily discovers entry points and creates configured components."""
 
-    def __init__(self) -> None:
+    def __init__(self, kinds: Sequence[Kind] = KINDS) -> None:
+        self.kinds: dict[str, Kind] = {kind.name: kind for kind in kinds}
+        self._aliases = {
+            **{kind.name: kind.name for kind in kinds},
+            **{(kind.plural or kind.name + "s"): kind.name for kind in kinds},
+        }
         self._entries: dict[str, dict[str, Entry]] | None = None
         # Components registered in-process (tests, notebooks): same lookup path as entry points.
-        self._local: dict[str, dict[str, Entry]] = {kind: {} for kind in GROUPS}
+        self._local: dict[str, dict[str, Entry]] = {kind: {} for kind in self.kinds}
+
+    def _normalise_kind(self, kind: str) -> str:
+        try:
+            return self._aliases[kind]
+        except KeyError:
+            raise RegistryError(
+                f"unknown component kind {kind!r}; kinds are: {', '.join(self.kinds)}"
+            ) from None
 
     # discovery -------------------------------------------------------------------------------
     def _discover(self) -> dict[str, dict[str, Entry]]:
         if self._entries is not None:
             return self._entries
-        entries: dict[str, dict[str, Entry]] = {kind: {} for kind in GROUPS}
+        entries: dict[str, dict[str, Entry]] = {kind: {} for kind in self.kinds}
         all_points = metadata.entry_points()
-        for kind, group in GROUPS.items():
+        for kind, group in ((k.name, k.group) for k in self.kinds.values()):
             seen: set[tuple[str, str, str]] = set()
             for ep in all_points.select(group=group):
                 dist = ep.dist
@@ -165,23 +202,23 @@ class Registry:
     # public API --------------------------------------------------------------------------------
     def available(self, kind: str) -> list[str]:
         """Names registered for ``kind``; imports nothing."""
-        return sorted(self._all(_normalise_kind(kind)))
+        return sorted(self._all(self._normalise_kind(kind)))
 
     def entries(self, kind: str | None = None) -> list[Entry]:
-        kinds = [_normalise_kind(kind)] if kind else list(GROUPS)
+        kinds = [self._normalise_kind(kind)] if kind else list(self.kinds)
         return [entry for k in kinds for _, entry in sorted(self._all(k).items())]
 
     def register(self, kind: str, name: str, obj: Any, *, distribution: str = "<local>") -> None:
         """Register a component in this process only (no entry point needed)."""
-        kind = _normalise_kind(kind)
+        kind = self._normalise_kind(kind)
         target = f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', obj)!s}"
         self._local[kind][name] = Entry(kind, name, target, distribution, "-", loaded=obj)
 
     def unregister(self, kind: str, name: str) -> None:
-        self._local[_normalise_kind(kind)].pop(name, None)
+        self._local[self._normalise_kind(kind)].pop(name, None)
 
     def entry(self, kind: str, name: str) -> Entry:
-        kind = _normalise_kind(kind)
+        kind = self._normalise_kind(kind)
         entries = self._all(kind)
         if name not in entries:
             raise UnknownComponentError(self._unknown_message(kind, name, entries))
@@ -209,7 +246,7 @@ class Registry:
             except Exception as exc:
                 entry.error = f"import of {entry.target} failed: {type(exc).__name__}: {exc}"
             else:
-                problem = _check_component(entry.kind, obj)
+                problem = _check_component(self.kinds[entry.kind], obj)
                 if problem:
                     entry.error = problem
                 else:
@@ -223,13 +260,13 @@ class Registry:
 
     def create(self, kind: str, name: str | Callable[..., Any], /, **options: Any) -> Any:
         """Return a configured component. ``name`` may be a registered name or a class/factory."""
-        kind = _normalise_kind(kind)
+        kind = self._normalise_kind(kind)
         if isinstance(name, str):
             factory = self.load(kind, name)
             label = f"{kind} {name!r}"
         else:
             factory = name
-            problem = _check_component(kind, factory)
+            problem = _check_component(self.kinds[kind], factory)
             if problem:
                 raise BrokenComponentError(f"{kind} {_qualname(factory)}: {problem}")
             label = f"{kind} {_qualname(factory)}"
@@ -264,13 +301,9 @@ def _qualname(obj: Any) -> str:
     return getattr(obj, "__qualname__", repr(obj))
 
 
-def _check_component(kind: str, obj: Any) -> str | None:
+def _check_component(kind: Kind, obj: Any) -> str | None:
     """A plugin's object must be the right kind of thing; say what is wrong if not."""
-    from agekit.components import BASE_CLASSES  # imported late: components import torch
-
-    base = BASE_CLASSES.get(kind)
-    if base is None:
-        return None if callable(obj) else f"{obj!r} is not callable"
+    base = _base_class(kind)
     if inspect.isclass(obj):
         if not issubclass(obj, base):
             return (
@@ -281,6 +314,14 @@ def _check_component(kind: str, obj: Any) -> str | None:
     if callable(obj):  # a factory function; its product is checked when created
         return None
     return f"{obj!r} is neither a {base.__qualname__} subclass nor a factory"
+
+
+def _base_class(kind: Kind) -> type:
+    """The kind's base class, imported on first use: the bases import torch, and listing names
+    must not."""
+    module, _, name = kind.base.partition(":")
+    base: type = getattr(importlib.import_module(module), name)
+    return base
 
 
 def _option_fields(factory: Callable[..., Any]) -> dict[str, Any]:

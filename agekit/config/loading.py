@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from agekit.config.recipes import RECIPES, apply_recipe, deep_merge
 from agekit.config.sections import ConfigError, ExperimentConfig
-from agekit.registry import REGISTRY, RegistryError, create, validate_options
+from agekit.resolve import Resolver
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -182,49 +182,10 @@ def _require_a_starting_point(raw: dict[str, Any], path: Path, empty: bool) -> N
 
 
 def validate_components(config: ExperimentConfig, source: str) -> None:
-    """Resolve every named component and check its options, importing what is needed.
-
-    Runs before any training so a typo in a plugin name or option fails in a second, not after
-    an hour of the first run of a study.
-    """
-    checks: list[tuple[str, str, str, dict[str, Any]]] = [
-        ("data", "dataset", config.data.name, config.data.options),
-        ("prior", "prior", config.prior.name, {"dim": config.prior.dim, **config.prior.options}),
-        ("divergence", "divergence", config.divergence.name, config.divergence.options),
-        ("backbone", "backbone", config.backbone.name, config.backbone.options),
-        ("game.data_loss", "loss", config.game.data_loss.name, config.game.data_loss.options),
-        ("game.latent_loss", "loss", config.game.latent_loss.name, config.game.latent_loss.options),
-    ]
-    for key, kind, name, options in checks:
-        try:
-            factory = REGISTRY.load(kind, name)
-            validate_options(factory, options, f"{kind} {name!r}")
-        except RegistryError as exc:
-            raise ConfigError(f"{source}: {key}: {exc}") from None
-    _check_divergence_batch(config, source)
-
-
-def _check_divergence_batch(config: ExperimentConfig, source: str) -> None:
-    """A divergence that needs more codes than a batch holds (kozachenko-leonenko's k-th
-    neighbour with k >= data.batch_size) would otherwise fail at the first step, naming no key."""
-    try:
-        divergence = create("divergence", config.divergence.name, **config.divergence.options)
-        needed = int(divergence.min_batch())
-    except (RegistryError, ValueError, TypeError):
-        return  # its options were checked above; a plugin that cannot say is left to run time
-    batch = config.data.batch_size
-    if needed <= batch:
-        return
-    k = getattr(divergence, "k", None)
-    if isinstance(k, int):
-        raise ConfigError(
-            f"{source}: divergence.options.k = {k} needs k < data.batch_size ({batch}): lower "
-            f"divergence.options.k or raise data.batch_size to at least {needed}"
-        )
-    raise ConfigError(
-        f"{source}: divergence {config.divergence.name!r} needs at least {needed} codes a batch; "
-        f"data.batch_size is {batch}: raise it to {needed}"
-    )
+    """Every named component exists, imports and accepts its options (:mod:`agekit.resolve`):
+    before any training, so that a typo in a plugin name or option fails in a second, not after
+    an hour of a study's first run."""
+    Resolver().validate(config, source)
 
 
 def config_to_dict(config: ExperimentConfig) -> dict[str, Any]:

@@ -105,11 +105,19 @@ def reference_adversary_threshold(latent_dim: int) -> float:
 
 
 class GameConfig(Strict):
-    """The weights of the two objectives (paper eq. 5 and 6) and the update plan."""
+    """The game (a registered component) and, for the ``age`` game, the weights of its two
+    objectives (paper eq. 5 and 6) and its update plan.
 
-    #: "age": the encoder-generator game. "regression": a baseline for conditional data that
-    #: trains only the generator, minimising data_loss(x, g(z | condition)) (no encoder game;
-    #: the weights below are then unused).
+    The ``age`` game takes its options as this table's own keys, as the paper's configurations
+    spell them; every other game takes them under ``[game.options]``.
+    """
+
+    #: The registered game (``agekit list game``).
+    name: str = "age"
+    #: The options of a game other than ``age``.
+    options: dict[str, Any] = Field(default_factory=dict)
+    #: "regression" is another spelling of ``name = "regression"``: a baseline for conditional
+    #: data that trains only the generator, minimising data_loss(x, g(z | condition)).
     objective: Literal["age", "regression"] = "age"
 
     #: lambda: latent reconstruction L_Z in the generator step.
@@ -135,6 +143,49 @@ class GameConfig(Strict):
     latent_filter_sigma: float = Field(1.0, gt=0)
     #: Safeguard: the reference code's adaptive weight on D(e(g(z))) in the encoder step.
     adaptive_adversary: AdaptiveAdversary | None = None
+
+    @property
+    def game_name(self) -> str:
+        """The game played: ``name``, or ``regression`` when ``objective`` says so."""
+        return "regression" if self.objective == "regression" else self.name
+
+    @model_validator(mode="after")
+    def _one_game(self) -> GameConfig:
+        if self.objective == "regression" and self.name not in ("age", "regression"):
+            raise ValueError(
+                f"objective = 'regression' plays the regression game, but name is {self.name!r}: "
+                "set one of them"
+            )
+        if self.game_name == "age" and self.options:
+            raise ValueError(
+                "the age game takes its options as [game]'s own keys (latent_weight, "
+                f"data_weight, ...), not under [game.options]: got {sorted(self.options)}"
+            )
+        if self.game_name not in ("age", "regression"):
+            stray = sorted(AGE_KEYS & self.model_fields_set)
+            if stray:
+                raise ValueError(
+                    f"{', '.join(stray)} {'is an option' if len(stray) == 1 else 'are options'}"
+                    f" of the age game; game {self.name!r} takes its options under "
+                    "[game.options]"
+                )
+        return self
+
+
+#: The keys of ``[game]`` that are the ``age`` game's options.
+AGE_KEYS = frozenset(
+    {
+        "latent_weight",
+        "data_weight",
+        "generator_data_weight",
+        "encoder_latent_weight",
+        "gen_steps_per_encoder_step",
+        "fake_margin",
+        "latent_filter",
+        "latent_filter_sigma",
+        "adaptive_adversary",
+    }
+)
 
 
 class OptimConfig(Strict):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from agekit.components import ComponentInputError, Divergence, Prior
-from agekit.config import (
+from agekit.config.sections import (
     REFERENCE_TH,
     AdaptiveAdversary,
     ConfigError,

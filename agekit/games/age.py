@@ -14,15 +14,17 @@ images are detached in the encoder step.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from agekit.components import Divergence, Encoder, Generator, Prior, ReconstructionLoss
 from agekit.config import GameConfig
+from agekit.games.base import Game, GameBatch, GameParts, Phase, Play, StepLosses
+from agekit.util.filters import low_pass
 
 #: The game's terms as the training log names them (``metrics.jsonl`` keys -> labels), in the
 #: order progress lines and study figures show them: D(e(x)), D(e(g(z))), L_X and L_Z.
@@ -55,15 +57,9 @@ class GameWeights:
     fake_margin: float | None = _config_default("fake_margin")
 
 
-@dataclass
-class StepLosses:
-    """A step's loss to minimise and its terms (detached floats are taken by the caller)."""
+class AGEGame(Play):
+    """The AGE game bound to its networks: the encoder's and the generator's updates."""
 
-    loss: Tensor
-    terms: dict[str, Tensor] = field(default_factory=dict)
-
-
-class AGEGame:
     def __init__(
         self,
         encoder: Encoder,
@@ -78,6 +74,8 @@ class AGEGame:
         *,
         trained_encoder: nn.Module | None = None,
         trained_generator: nn.Module | None = None,
+        adversary: AdaptiveAdversaryWeight | None = None,
+        gen_steps_per_encoder_step: int = 2,
     ) -> None:
         self.encoder = encoder
         self.generator = generator
@@ -103,6 +101,45 @@ class AGEGame:
         #: Applied to g(z) before L_Z only (the divergence still sees g(z) as it is): with a
         #: low-pass here the generator cannot satisfy lambda L_Z by hiding z in fine structure.
         self.latent_filter = latent_filter
+        #: The adaptive weight on D(e(g(z))) in the encoder step; None keeps it at 1.
+        self.adversary = adversary
+        self.gen_steps_per_encoder_step = gen_steps_per_encoder_step
+
+    def phases(self) -> list[Phase]:
+        """An encoder update, then ``gen_steps_per_encoder_step`` generator updates, each on
+        fresh codes; the generator's data term sees the iteration's real batch."""
+        return [
+            Phase("encoder", self._encoder_phase, label="kl_fake_enc, kl_real"),
+            Phase("generator", self._generator_phase, self.gen_steps_per_encoder_step, "kl_fake"),
+        ]
+
+    def _encoder_phase(self, batch: GameBatch) -> StepLosses:
+        return self.encoder_step(
+            batch.x,
+            batch.sample_z(batch.size),
+            condition=batch.condition,
+            adversary_weight=self.adversary_weight,
+        )
+
+    def _generator_phase(self, batch: GameBatch) -> StepLosses:
+        real = batch.x if self.weights.generator_data_weight > 0 else None
+        return self.generator_step(batch.sample_z(batch.size), real, condition=batch.condition)
+
+    @property
+    def adversary_weight(self) -> float:
+        return self.adversary.weight if self.adversary is not None else 1.0
+
+    def after_iteration(self, record: dict[str, float], lr_ratio: float) -> None:
+        record["adversary_weight"] = self.adversary_weight
+        if self.adversary is not None:
+            self.adversary.update(record["kl_real"], record["kl_fake_enc"], lr_ratio)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"adversary_weight": self.adversary.weight if self.adversary else None}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if self.adversary is not None and state.get("adversary_weight") is not None:
+            self.adversary.weight = float(state["adversary_weight"])
 
     def with_networks(
         self,
@@ -126,6 +163,8 @@ class AGEGame:
             latent_filter=self.latent_filter,
             trained_encoder=trained_encoder,
             trained_generator=trained_generator,
+            adversary=self.adversary,
+            gen_steps_per_encoder_step=self.gen_steps_per_encoder_step,
         )
 
     def _divergence(self, codes: Tensor) -> Tensor:
@@ -219,18 +258,52 @@ class AdaptiveAdversaryWeight:
         return self.weight
 
 
-class RegressionObjective:
-    """The non-adversarial baseline of conditional models: L1 regression of x given the condition.
+class AGE(Game):
+    """The game of the paper (eq. 5 and 6) with agekit's safeguards as options; registered as
+    ``age``. Its options are ``[game]``'s own keys (:class:`agekit.config.GameConfig`), and their
+    defaults are the same."""
 
-    The generator still receives z (e.g. the constant noise maps of a colorization net), but
-    nothing asks it to use z, so it is free to ignore it (the regression-to-the-mean effect the
-    paper's section 3.2 contrasts AGE with). No encoder, no divergence: only the generator trains.
-    """
+    term_labels = TERM_LABELS
 
-    def __init__(self, generator: Generator, data_loss: ReconstructionLoss) -> None:
-        self.generator = generator
-        self.data_loss = data_loss
+    def __init__(
+        self,
+        latent_weight: float = _config_default("latent_weight"),
+        data_weight: float = _config_default("data_weight"),
+        generator_data_weight: float = _config_default("generator_data_weight"),
+        encoder_latent_weight: float = _config_default("encoder_latent_weight"),
+        gen_steps_per_encoder_step: int = _config_default("gen_steps_per_encoder_step"),
+        fake_margin: float = _config_default("fake_margin"),
+        latent_filter: Literal["none", "gaussian", "median"] = _config_default("latent_filter"),
+        latent_filter_sigma: float = _config_default("latent_filter_sigma"),
+        adaptive_adversary: dict[str, float | None] | None = None,
+    ) -> None:
+        self.weights = GameWeights(
+            latent_weight=latent_weight,
+            data_weight=data_weight,
+            generator_data_weight=generator_data_weight,
+            encoder_latent_weight=encoder_latent_weight,
+            fake_margin=None if math.isinf(fake_margin) else fake_margin,
+        )
+        self.gen_steps_per_encoder_step = gen_steps_per_encoder_step
+        self.latent_filter = low_pass(latent_filter, latent_filter_sigma)
+        #: The adaptive adversary's settings with its threshold resolved (the resolver puts the
+        #: divergence's units in), or None.
+        self.adaptive_adversary = adaptive_adversary
 
-    def generator_step(self, z: Tensor, x: Tensor, condition: Tensor | None = None) -> StepLosses:
-        data_rec = self.data_loss(x, self.generator(z, condition))
-        return StepLosses(data_rec, {"regression_l1": data_rec})
+    def bind(self, parts: GameParts) -> AGEGame:
+        adversary = None
+        if self.adaptive_adversary is not None:
+            adversary = AdaptiveAdversaryWeight(**self.adaptive_adversary)
+        return AGEGame(
+            parts.encoder,
+            parts.generator,
+            parts.prior,
+            parts.divergence,
+            parts.data_loss,
+            parts.latent_loss,
+            self.weights,
+            gather=parts.gather,
+            latent_filter=self.latent_filter,
+            adversary=adversary,
+            gen_steps_per_encoder_step=self.gen_steps_per_encoder_step,
+        )

@@ -39,7 +39,8 @@ from agekit.config import ExperimentConfig, config_to_dict
 from agekit.config.changes import resume_refusal
 from agekit.datasets.stream import BatchStream
 from agekit.evaluation.batchnorm import estimate_statistics
-from agekit.games.age import AGEGame, RegressionObjective
+from agekit.games.age import AGEGame
+from agekit.games.regression import RegressionObjective
 from agekit.model import (
     STATISTICS_KEY,
     DeviceUnavailable,
