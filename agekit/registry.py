@@ -78,6 +78,7 @@ KNOWN_PROVIDERS: dict[tuple[str, str], str] = {
     ("divergence", "mmd"): "agekit-mmd (plugins/agekit-mmd)",
     ("divergence", "sliced-wasserstein"): "agekit-sliced (plugins/agekit-sliced)",
     ("prior", "gaussian-mixture"): "agekit-priors (plugins/agekit-priors)",
+    ("game", "wae-mmd"): "agekit-wae (plugins/agekit-wae)",
 }
 
 

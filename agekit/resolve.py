@@ -167,7 +167,7 @@ class Resolver:
         try:
             divergence = self.component(config, "divergence", where)
             needed = int(divergence.min_batch())
-        except (ConfigError, *BUILD_ERRORS):
+        except (ConfigError, RegistryError, ValueError, TypeError, OSError):
             if quiet:  # its options were checked; a plugin that cannot say is left to run time
                 return
             raise

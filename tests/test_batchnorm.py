@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -14,7 +14,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 import agekit
 from agekit.cli import main
-from agekit.components import EvaluationContext, Metric
+from agekit.components import EvaluationContext, Metric, MetricResult
 from agekit.config import Component, parse_config
 from agekit.datasets import stream
 from agekit.evaluation import inference, visual
@@ -98,19 +98,24 @@ def trained_bn(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class _Decoded(Metric):
-    """What evaluation decodes, handed back as tensors: g(z) for the seed's z (the prior's
-    statistics) or g(e(x)) of the commands' test images (the codes' statistics)."""
+    """What evaluation decodes, kept in ``decoded`` by input: g(z) for the seed's z (the prior's
+    statistics) or g(e(x)) of the commands' test images (the codes' statistics). A result holds
+    numbers only, so the tensors travel beside it."""
+
+    decoded: ClassVar[dict[str, Tensor]] = {}
 
     def __init__(self, n: int = 16, inputs: str = "prior") -> None:
         self.n = n
         self.inputs = inputs
 
-    def __call__(self, context: EvaluationContext) -> dict[str, Any]:
+    def __call__(self, context: EvaluationContext) -> MetricResult:
         if self.inputs == "prior":
-            return {"decoded": generate_samples(context, self.n)}
-        x = stream.test_batch(context.data, self.n)
-        with network_mode([context.encoder, context.generator], "eval"):
-            return {"decoded": context.generator(context.encoder(x)).float().cpu()}
+            self.decoded["prior"] = generate_samples(context, self.n)
+        else:
+            x = stream.test_batch(context.data, self.n)
+            with network_mode([context.encoder, context.generator], "eval"):
+                self.decoded["codes"] = context.generator(context.encoder(x)).float().cpu()
+        return MetricResult(values={}, protocol={"n": self.n, "inputs": self.inputs})
 
 
 class _DecodedCodes(_Decoded):
@@ -135,6 +140,7 @@ def test_a_cli_sample_is_the_sample_evaluation_scores(
                  "--out", png]) == 0  # fmt: skip
     assert main(["reconstruct", str(trained_bn), "--n", "16", "--device", "cpu", "--out", png]) == 0
 
+    _Decoded.decoded.clear()
     REGISTRY.register("metric", "test-decoded-prior", _Decoded)
     REGISTRY.register("metric", "test-decoded-codes", _DecodedCodes)
     try:
@@ -148,8 +154,9 @@ def test_a_cli_sample_is_the_sample_evaluation_scores(
         REGISTRY.unregister("metric", "test-decoded-prior")
         REGISTRY.unregister("metric", "test-decoded-codes")
     # The same z, networks and statistics on the same device and batch: bit for bit.
-    assert torch.equal(drawn["sample"], record["metrics"]["test-decoded-prior"]["decoded"])
-    assert torch.equal(drawn["recon"], record["metrics"]["test-decoded-codes"]["decoded"])
+    assert torch.equal(drawn["sample"], _Decoded.decoded["prior"])
+    assert torch.equal(drawn["recon"], _Decoded.decoded["codes"])
+    assert record["metrics"]["test-decoded-codes"] == {"protocol": {"n": 16, "inputs": "codes"}}
     assert record["batchnorm"]["source"] == "stored in the checkpoint when it was written"
 
     # agekit.evaluation.inference, from Python, draws them too.

@@ -198,11 +198,12 @@ def test_colorization_metric_on_a_model_that_ignores_z() -> None:
         divergences={},
     )
     result = Colorization(n_images=6, n_codes=4)(context)
-    assert result["diversity"] == 0.0
-    assert result["colourfulness"] == pytest.approx(0.0, abs=0.1)  # grey colorizations
-    assert result["ab_recon_l1"] == 0.0
-    assert result["zero_ab_l1"] == pytest.approx(float(x.abs().mean()) * AB_SCALE, rel=1e-5)
-    assert result["protocol"]["n_codes"] == 4
+    assert result.values["diversity"] == 0.0
+    assert result.values["colourfulness"] == pytest.approx(0.0, abs=0.1)  # grey colorizations
+    assert result.values["ab_recon_l1"] == 0.0
+    zero_ab = float(x.abs().mean()) * AB_SCALE
+    assert result.values["zero_ab_l1"] == pytest.approx(zero_ab, rel=1e-5)
+    assert result.protocol["n_codes"] == 4
 
 
 # trainer, evaluation, commands ------------------------------------------------------------------

@@ -47,6 +47,6 @@ def test_metric_runs_end_to_end_with_local_weights(tmp_path: Path) -> None:
     metric = agekit.create("metric", "inception", weights=str(weights), n_samples=8, splits=2,
                            batch_size=8)  # fmt: skip
     result = metric(context)
-    assert 1.0 <= result["inception_score"] <= 1000.0
-    assert result["fid_inception"] >= 0
-    assert result["protocol"]["n_fake"] == 8
+    assert 1.0 <= result.values["inception_score"] <= 1000.0
+    assert result.values["fid_inception"] >= 0
+    assert result.protocol["n_fake"] == 8

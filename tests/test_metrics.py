@@ -1,37 +1,31 @@
-"""Evaluation metrics against known answers.
+"""Evaluation metrics against known answers: the feature-space and mode statistics, and the result
+every metric returns.
 
-Fast tests use tiny tensors and hand-built networks; the tests that need the trained evaluation
-classifier on real data are marked slow (training takes ~25 s on 2 shared CPU cores).
+The metric classes on toy contexts are in test_metric_scores.py, the evaluation classifier in
+test_metric_classifier.py.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-import time
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from torch import Tensor, nn
-from torch.utils.data import Dataset, TensorDataset
+from metric_doubles import (
+    RING_MODES,
+    FlattenEncoder,
+    ReshapeGenerator,
+    toy_context,
+    toy_images,
+)
 
 import agekit
-from agekit.components import (
-    ClassifierSource,
-    DataSource,
-    Divergence,
-    Encoder,
-    EvaluationContext,
-    Generator,
-    Prior,
-)
-from agekit.config import Component, parse_config
-from agekit.evaluation.scoring import evaluate
-from agekit.metrics import classifier as classifier_module
+from agekit.components import EvaluationContext, Metric, MetricResult
+from agekit.evaluation.scoring import score
 from agekit.metrics import (
     density_coverage,
     frechet_distance,
@@ -43,20 +37,7 @@ from agekit.metrics import (
     precision_recall,
     stacked_mode_statistics,
 )
-from agekit.metrics.classifier import (
-    DigitCNN,
-    EvaluationClassifier,
-    TrainingProtocol,
-    load_or_train,
-    train_digit_classifier,
-)
-from agekit.metrics.latent import LatentDivergence
-from agekit.metrics.mode_coverage import ModeCoverage
-from agekit.metrics.reconstruction import Reconstruction
-from agekit.metrics.sample_quality import SampleQuality
-from agekit.model import load_trained
 from agekit.priors import GaussianPrior
-from agekit.training.trainer import Trainer
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
@@ -195,15 +176,6 @@ def test_feature_functions_reject_bad_input() -> None:
 
 
 # Mode statistics ---------------------------------------------------------------------------------
-RING_MODES = torch.stack(
-    [
-        torch.cos(2 * math.pi * torch.arange(8) / 8),
-        torch.sin(2 * math.pi * torch.arange(8) / 8),
-    ],
-    dim=1,
-).double()
-
-
 def test_kl_to_uniform_known_values() -> None:
     assert kl_to_uniform([5, 0]) == pytest.approx(math.log(2))
     assert kl_to_uniform([3, 3, 3]) == pytest.approx(0.0)
@@ -249,463 +221,75 @@ def test_stacked_mode_statistics() -> None:
     assert out["reverse_kl"] == pytest.approx(math.log(1000))
 
 
-# Test doubles for whole-metric tests -------------------------------------------------------------
-class TensorData(DataSource):
-    def __init__(self, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor]) -> None:
-        self._splits = {"train": train, "test": test}
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self._splits["train"][0].shape[1:])
-
-    def split(self, name: Any) -> Dataset[Any]:
-        return TensorDataset(*self._splits[name])
-
-    def tensors(self, name: Any) -> tuple[Tensor, Tensor]:
-        return self._splits[name]
-
-
-class FlattenEncoder(Encoder):
-    """e(x) = flattened x through a batch norm, so eval/train modes give different codes."""
-
-    def __init__(self, prior: Prior, dim: int) -> None:
-        super().__init__(prior)
-        self.norm = nn.BatchNorm1d(dim, affine=False)  # running stats (0, 1): eval ~ identity
-
-    def raw(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
-        return self.norm(x.flatten(1))
-
-
-class ReshapeGenerator(Generator):
-    def __init__(self, shape: tuple[int, ...]) -> None:
-        super().__init__()
-        self.shape = shape
-
-    def forward(self, z: Tensor, condition: Tensor | None = None) -> Tensor:
-        return z.reshape(-1, *self.shape)
-
-
-class ConstantGenerator(Generator):
-    def __init__(self, value: Tensor) -> None:
-        super().__init__()
-        self.value = value
-
-    def forward(self, z: Tensor, condition: Tensor | None = None) -> Tensor:
-        return self.value.expand(z.shape[0], *self.value.shape).clone()
-
-
-def _context(
-    data: DataSource,
-    encoder: Encoder,
-    generator: Generator,
-    prior: Prior,
-    name: str = "toy",
-    cache_dir: Any = None,
-    divergences: dict[str, Divergence] | None = None,
-) -> EvaluationContext:
-    return EvaluationContext(
-        encoder=encoder,
-        generator=generator,
-        prior=prior,
-        data=data,
-        dataset_name=name,
-        device=torch.device("cpu"),
-        seed=0,
-        cache_dir=cache_dir,
-        divergences=divergences or {},
+# The result every metric returns -----------------------------------------------------------------
+def test_a_result_is_stored_as_one_flat_object_values_details_then_protocol() -> None:
+    result = MetricResult(
+        values={"modes_captured": 3, "reverse_kl": math.nan},
+        protocol={"metric": "toy", "n_samples": 10},
+        details={"mode_counts": [2, 0, 1]},
     )
-
-
-def _toy_images(seed: int = 0) -> TensorData:
-    g = torch.Generator().manual_seed(seed)
-    train = torch.rand(64, 1, 4, 4, generator=g) * 2 - 1
-    test = torch.rand(32, 1, 4, 4, generator=g) * 2 - 1
-    return TensorData((train, torch.zeros(64)), (test, torch.zeros(32)))
-
-
-# Reconstruction ----------------------------------------------------------------------------------
-def test_perfect_autoencoder_reconstructs_with_zero_error() -> None:
-    data = _toy_images()
-    prior = GaussianPrior(16)
-    encoder, generator = FlattenEncoder(prior, 16), ReshapeGenerator((1, 4, 4))
-    encoder.eval()  # eval-mode batch norm with fresh running stats is x / sqrt(1 + 1e-5)
-    encoder.norm.eps = 0.0  # ... and exactly the identity with eps 0
-    encoder.train()  # the metric must switch it to eval itself and then restore train mode
-    out = Reconstruction(n_samples=20, batch_size=8)(_context(data, encoder, generator, prior))
-    assert out["recon_l1"] == pytest.approx(0.0, abs=1e-7)
-    assert out["recon_mse"] == pytest.approx(0.0, abs=1e-12)
-    assert out["mean_image_l1"] > 0.3  # uniform [-1, 1] pixels: E|x - 0| = 0.5
-    assert out["protocol"]["n_samples"] == 20 and out["protocol"]["bn_mode"] == "eval"
-    assert encoder.training and encoder.norm.training
-    assert torch.is_grad_enabled()  # no_grad did not leak
-
-
-def test_constant_generator_matches_mean_image_baseline() -> None:
-    data = _toy_images()
-    prior = GaussianPrior(16)
-    mean = data.tensors("train")[0].mean(0)
-    encoder, generator = FlattenEncoder(prior, 16), ConstantGenerator(mean)
-    out = Reconstruction(n_samples=1000)(_context(data, encoder, generator, prior))
-    # A pair that outputs the train mean is exactly the baseline (up to float32 vs float64 mean).
-    assert out["recon_l1"] == pytest.approx(out["mean_image_l1"], rel=1e-6)
-    assert out["recon_mse"] == pytest.approx(out["mean_image_mse"], rel=1e-6)
-    assert out["protocol"]["n_samples"] == 32  # capped at the test split
-
-
-def test_reconstruction_train_bn_mode_uses_batch_statistics() -> None:
-    data = _toy_images()
-    prior = GaussianPrior(16)
-    encoder, generator = FlattenEncoder(prior, 16), ReshapeGenerator((1, 4, 4))
-    encoder.eval()
-    before = encoder.norm.running_mean.clone()
-    out = Reconstruction(n_samples=32, batch_size=32, bn_mode="train")(
-        _context(data, encoder, generator, prior)
+    record = result.to_record()
+    # The shape evaluate.json has always stored: numbers, then the rest, then "protocol".
+    assert json.dumps(record) == json.dumps(
+        {
+            "modes_captured": 3,
+            "reverse_kl": math.nan,
+            "mode_counts": [2, 0, 1],
+            "protocol": {"metric": "toy", "n_samples": 10},
+        }
     )
-    # Batch-normalised codes are not x, so the 'identity' pair no longer reconstructs exactly.
-    assert out["recon_l1"] > 0.01
-    assert out["protocol"]["bn_mode"] == "train"
-    assert not encoder.training
-    # Train mode updates running statistics; that side effect is the reference code's too.
-    assert not torch.equal(before, encoder.norm.running_mean)
+    # An int stays an int in the JSON: reports print a count as a count.
+    assert '"modes_captured": 3,' in json.dumps(record)
+    back = MetricResult.from_record(json.loads(json.dumps(record)))
+    assert back.values["modes_captured"] == 3 and math.isnan(back.values["reverse_kl"])
+    assert back.details == {"mode_counts": [2, 0, 1]}
+    assert back.protocol == {"metric": "toy", "n_samples": 10}
 
 
-# Whole-metric checks on toy contexts -------------------------------------------------------------
-class NearestRingMode(Generator):
-    """Maps a 2-D code to the ring mode nearest its direction: perfect and mode-covering."""
-
-    def forward(self, z: Tensor, condition: Tensor | None = None) -> Tensor:
-        angle = torch.atan2(z[:, 1], z[:, 0]) % (2 * math.pi)
-        index = torch.round(angle / (2 * math.pi / 8)).long() % 8
-        return RING_MODES.float()[index]
+@pytest.mark.parametrize(
+    "value", [True, torch.tensor(1.0), np.int64(3), "0.5", None, [1.0]], ids=repr
+)
+def test_a_result_value_must_be_an_int_or_a_float(value: object) -> None:
+    with pytest.raises(TypeError, match=r"metric value 'x' is a .*not an int or float"):
+        MetricResult(values={"x": value}, protocol={})  # type: ignore[dict-item]
 
 
-def test_mode_coverage_metric_on_ring8() -> None:
-    data = agekit.create("dataset", "ring8")
-    prior = GaussianPrior(2)
-    encoder = FlattenEncoder(prior, 2)
-    good = ModeCoverage()(_context(data, encoder, NearestRingMode(), prior, "ring8"))
-    assert good["modes_captured"] == 8 and good["high_quality_percent"] == 100.0
-    # 2,500 draws spread over 8 equiprobable bins: KL ~ (K - 1) / (2N) = 0.0014.
-    assert good["reverse_kl"] < 0.02
-    assert good["protocol"]["n_samples"] == 2500
-    collapsed = ModeCoverage()(
-        _context(data, encoder, ConstantGenerator(RING_MODES[2].float()), prior, "ring8")
-    )
-    assert collapsed["modes_captured"] == 1 and collapsed["high_quality_percent"] == 100.0
+def test_a_result_refuses_clashing_keys_and_keeps_copies() -> None:
+    with pytest.raises(ValueError, match="'protocol'"):
+        MetricResult(values={"protocol": 1.0}, protocol={})
+    with pytest.raises(ValueError, match="unique"):
+        MetricResult(values={"a": 1.0}, protocol={}, details={"a": [1]})
+    with pytest.raises(TypeError, match="strings"):
+        MetricResult(values={1: 1.0}, protocol={})  # type: ignore[dict-item]
+    values, protocol = {"a": 1.0}, {"n": 1}
+    result = MetricResult(values, protocol)
+    values["a"], protocol["n"] = 2.0, 2
+    assert result.values == {"a": 1.0} and result.protocol == {"n": 1} and result.details == {}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.values = {}  # type: ignore[misc]
 
 
-def test_metrics_name_unsupported_data_sets() -> None:
-    data = _toy_images()
+class _PlainDict(Metric):
+    """A metric written against a dict-returning contract: numbers and "protocol" in one dict."""
+
+    def __call__(self, context: EvaluationContext) -> MetricResult:
+        return {"spread": 1.0, "protocol": {"metric": "plain"}}  # type: ignore[return-value]
+
+
+class _Typed(Metric):
+    def __call__(self, context: EvaluationContext) -> MetricResult:
+        return MetricResult({"spread": 1.0}, {"metric": "typed"})
+
+
+def test_evaluation_refuses_a_plain_dict_naming_the_metric() -> None:
     prior = GaussianPrior(16)
-    context = _context(data, FlattenEncoder(prior, 16), ReshapeGenerator((1, 4, 4)), prior, "toy")
-    with pytest.raises(ValueError, match="'toy'"):
-        SampleQuality()(context)
-    with pytest.raises(ValueError, match="'toy'"):
-        ModeCoverage()(context)
-
-
-def test_unsupported_data_set_errors_list_the_data_sets_that_declare_support() -> None:
-    data = _toy_images()
-    prior = GaussianPrior(16)
-    context = _context(data, FlattenEncoder(prior, 16), ReshapeGenerator((1, 4, 4)), prior, "toy")
-    with pytest.raises(ValueError, match=r"'toy'.*support digits, mnist5k, stacked-mnist"):
-        SampleQuality()(context)
-    with pytest.raises(ValueError, match=r"'toy'.*supports grid25, ring8, stacked-mnist"):
-        ModeCoverage()(context)
-
-
-class StackedPairs(TensorData):
-    """Two-channel images under a name no table knows: only the declarations tell the metrics."""
-
-    evaluation_classifier = ClassifierSource("mnist5k", per_channel=True)
-    known_modes = "classifier"
-
-
-class OwnDigits(TensorData):
-    evaluation_classifier = ClassifierSource("own-digits")
-
-
-def _fake_load_or_train(calls: list[dict[str, Any]]) -> Any:
-    def load(source: str, cache_dir: Any, image_size: int = 32, data: Any = None) -> Any:
-        calls.append({"source": source, "image_size": image_size, "data": data})
-        torch.manual_seed(0)
-        return DigitCNN().eval(), {"dataset": source}
-
-    return load
-
-
-def test_classifier_metrics_read_the_data_sets_declaration(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(classifier_module, "load_or_train", _fake_load_or_train(calls))
-    g = torch.Generator().manual_seed(0)
-    images = torch.rand(16, 2, 8, 8, generator=g) * 2 - 1
-    data = StackedPairs((images, torch.zeros(16)), (images, torch.zeros(16)))
-    prior = GaussianPrior(128)
-    context = _context(
-        data, FlattenEncoder(prior, 128), ReshapeGenerator((2, 8, 8)), prior, "pairs"
+    context = toy_context(
+        toy_images(), FlattenEncoder(prior, 16), ReshapeGenerator((1, 4, 4)), prior
     )
-    out = ModeCoverage(n_samples_stacked=40, batch_size=16)(context)
-    # Per channel: ten classes per channel, two channels -> 100 modes.
-    assert out["num_modes"] == 100 and 1 <= out["modes_captured"] <= 40
-    assert out["protocol"]["protocol"] == "Stacked MNIST, per-channel classifier"
-    assert out["protocol"]["classifier"] == {"dataset": "mnist5k", "per_channel": True}
-    # The source is another data set, so it is created from its name, not taken from the context.
-    assert calls == [{"source": "mnist5k", "image_size": 8, "data": None}]
-
-    calls.clear()
-    grey = images[:, :1]
-    own = OwnDigits((grey, torch.zeros(16)), (grey, torch.zeros(16)))
-    prior = GaussianPrior(64)
-    quality = SampleQuality(n_samples=16, k=2, kid_subsets=2, kid_subset_size=8)(
-        _context(own, FlattenEncoder(prior, 64), ReshapeGenerator((1, 8, 8)), prior, "own-digits")
-    )
-    # The evaluated data set is its own source: the metric reuses the instance.
-    assert calls == [{"source": "own-digits", "image_size": 8, "data": own}]
-    assert quality["protocol"]["classifier"]["per_channel"] is False
-
-
-class MeanNormSquared(Divergence):
-    """|mean(codes) - prior mean|^2: a transparent divergence for checking the plumbing."""
-
-    def compute(self, codes: Tensor, prior: Prior) -> Tensor:
-        return (codes.mean(0) - prior.mean().to(codes)).square().sum()
-
-
-def test_latent_divergence_reports_real_and_fake_per_divergence() -> None:
-    data = _toy_images()
-    prior = GaussianPrior(16)
-    encoder, generator = FlattenEncoder(prior, 16), ReshapeGenerator((1, 4, 4))
-    encoder.norm.eps = 0.0  # eval-mode identity encoder
-    context = _context(data, encoder, generator, prior, divergences={"mean": MeanNormSquared()})
-    out = LatentDivergence(n_samples=32)(context)
-    x_test = data.tensors("test")[0]
-    assert out["mean_real"] == pytest.approx(
-        float(x_test.flatten(1).double().mean(0).square().sum())
-    )
-    z = prior.sample(32, generator=torch.Generator().manual_seed(0))
-    assert out["mean_fake"] == pytest.approx(float(z.double().mean(0).square().sum()), rel=1e-6)
-    assert out["protocol"]["n_real"] == 32
-    # e(g(z)) = z exactly here (float32 round trip through the generator: 1e-10 is far below it).
-    assert out["latent_recovery"] == pytest.approx(0.0, abs=1e-10)
-    # A generator that ignores z: E||z - e(c)||^2 = E||z||^2 + ||c||^2 = 16 + 16 for c = 1.
-    constant = ConstantGenerator(torch.ones(1, 4, 4))
-    ignoring = LatentDivergence(n_samples=32)(
-        _context(data, encoder, constant, prior, divergences={"mean": MeanNormSquared()})
-    )
-    expected = float(((z.double() - 1.0) ** 2).sum(1).mean())
-    assert ignoring["latent_recovery"] == pytest.approx(expected, rel=1e-6)
-    with pytest.raises(ValueError, match="divergence"):
-        LatentDivergence()(_context(data, encoder, generator, prior))
-
-
-def test_latent_divergence_with_registered_divergences() -> None:
-    data = _toy_images()
-    prior = GaussianPrior(16)
-    divergences = {
-        name: agekit.create("divergence", name) for name in agekit.available("divergence")
+    message = r"metric 'plain-spread' \(.*_PlainDict\) returned a dict, not an"
+    with pytest.raises(TypeError, match=message):
+        score("plain-spread", _PlainDict(), context)
+    assert score("typed", _Typed(), context).to_record() == {
+        "spread": 1.0,
+        "protocol": {"metric": "typed"},
     }
-    context = _context(
-        data, FlattenEncoder(prior, 16), ReshapeGenerator((1, 4, 4)), prior, divergences=divergences
-    )
-    out = LatentDivergence(n_samples=32)(context)
-    for name in divergences:
-        assert math.isfinite(out[f"{name}_real"]) and math.isfinite(out[f"{name}_fake"])
-
-
-def test_latent_divergence_scores_a_run_with_the_runs_divergence_options(tmp_path: Path) -> None:
-    raw = {
-        "name": "kl5",
-        "data": {"name": "ring8", "batch_size": 32, "options": {"size": 256, "test_size": 64}},
-        "prior": {"name": "sphere", "dim": 4},
-        "backbone": {"name": "mlp", "options": {"hidden": 16, "depth": 2}},
-        "divergence": {"name": "kozachenko-leonenko", "options": {"k": 5}},
-        "train": {"steps": 4, "checkpoint_every": 4, "image_every": 10**6, "device": "cpu"},
-    }
-    run = tmp_path / "run"
-    Trainer(parse_config(raw), run).fit()
-    metric = Component(name="latent-divergence", options={"n_samples": 64})
-    scores = evaluate(run, [metric], device="cpu")["metrics"]["latent-divergence"]
-    protocol = scores["protocol"]
-    k5 = agekit.create("divergence", "kozachenko-leonenko", k=5)
-    assert protocol["divergences"]["kozachenko-leonenko"] == repr(k5)
-    assert protocol["divergence_options"]["kozachenko-leonenko"] == "the run's (divergence.options)"
-    assert protocol["divergence_options"]["gaussian-kl"] == "defaults"
-    assert protocol["divergences"]["gaussian-kl"] == repr(
-        agekit.create("divergence", "gaussian-kl")
-    )
-
-    # The value is the k = 5 estimator's on the same codes, and k = 3 would have differed.
-    model, _ = load_trained(run, "cpu")
-    context = EvaluationContext(
-        encoder=model.pair.encoder,
-        generator=model.pair.generator,
-        prior=model.prior,
-        data=model.data,
-        dataset_name="ring8",
-        device=torch.device("cpu"),
-        seed=0,
-        cache_dir=None,
-        divergences={"k5": k5, "k3": agekit.create("divergence", "kozachenko-leonenko", k=3)},
-    )
-    reference = LatentDivergence(n_samples=64)(context)
-    assert scores["kozachenko-leonenko_real"] == reference["k5_real"]
-    assert scores["kozachenko-leonenko_fake"] == reference["k5_fake"]
-    assert reference["k3_real"] != reference["k5_real"]
-
-
-def test_registry_creates_metrics_with_validated_options() -> None:
-    metric = agekit.create("metric", "reconstruction", n_samples=10, bn_mode="train")
-    assert isinstance(metric, Reconstruction) and metric.bn_mode == "train"
-    with pytest.raises(ValueError):
-        agekit.create("metric", "reconstruction", bn_mode="sometimes")
-
-
-# Classifier --------------------------------------------------------------------------------------
-def _pattern_digits(n: int, seed: int) -> tuple[Tensor, Tensor]:
-    """Ten classes of 32x32 images: a bright square whose position encodes the class, plus noise."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 10
-    x = -torch.ones(n, 1, 32, 32) + 0.2 * torch.rand(n, 1, 32, 32, generator=g)
-    for i, label in enumerate(labels.tolist()):
-        r, c = 4 + 6 * (label // 5) * 2, 3 + 6 * (label % 5)
-        x[i, 0, r : r + 6, c : c + 5] = 1.0
-    return x, labels
-
-
-def test_classifier_training_is_deterministic_and_side_effect_free() -> None:
-    x, y = _pattern_digits(128, 0)
-    protocol = TrainingProtocol(dataset="toy", image_size=32, epochs=1)
-    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    rng_state = torch.get_rng_state()
-    first = train_digit_classifier(x, y, protocol).state_dict()
-    second = train_digit_classifier(x, y, protocol).state_dict()
-    assert all(torch.equal(first[key], second[key]) for key in first)
-    assert torch.get_num_threads() == threads
-    assert torch.are_deterministic_algorithms_enabled() == det
-    assert torch.equal(torch.get_rng_state(), rng_state)
-    other = train_digit_classifier(x, y, TrainingProtocol("toy", 32, epochs=1, seed=1))
-    assert not torch.equal(other.state_dict()["fc2.weight"], first["fc2.weight"])
-
-
-def test_classifier_cache_round_trip(tmp_path: Path) -> None:
-    data = TensorData(_pattern_digits(200, 1), _pattern_digits(50, 2))
-    net, record = load_or_train("toy", tmp_path, 32, data=data, epochs=3)
-    files = sorted(p.name for p in (tmp_path / "classifiers").iterdir())
-    assert len(files) == 2 and files[0].endswith(".json") and files[1].endswith(".pt")
-    saved = json.loads((tmp_path / "classifiers" / files[0]).read_text())
-    assert saved == record and saved["epochs"] == 3 and saved["train_split"] == "train"
-    # Chance is 0.1; 3 short epochs on separable patterns get well above it (0.56 measured).
-    assert record["test_accuracy"] > 0.3
-    # A second call must load (not retrain): make training impossible by passing no data.
-    started = time.perf_counter()
-    again, again_record = load_or_train("toy", tmp_path, 32, data=None, epochs=3)
-    assert time.perf_counter() - started < 5
-    assert again_record == record
-    assert all(
-        torch.equal(a, b)
-        for a, b in zip(net.state_dict().values(), again.state_dict().values(), strict=True)
-    )
-
-
-def test_per_channel_classifier_composes_stacked_modes() -> None:
-    torch.manual_seed(0)
-    net = DigitCNN()
-    single = EvaluationClassifier(net, {"architecture": DigitCNN.architecture})
-    stacked = EvaluationClassifier(net, {}, per_channel=True)
-    x = torch.rand(20, 3, 32, 32) * 2 - 1
-    digits = [single.predict(x[:, c : c + 1]) for c in range(3)]
-    assert torch.equal(stacked.predict(x), 100 * digits[0] + 10 * digits[1] + digits[2])
-    feats = stacked.features(x)
-    assert feats.shape == (20, 3 * DigitCNN.feature_dim)
-    assert torch.allclose(feats[:, : DigitCNN.feature_dim], single.features(x[:, :1]))
-    assert stacked.protocol["per_channel"] is True
-
-
-# Slow: the real classifier and real data sets -----------------------------------------------------
-@pytest.mark.slow
-def test_classifier_accuracy_on_mnist5k(tmp_path: Path) -> None:
-    started = time.perf_counter()
-    _, record = load_or_train("mnist5k", tmp_path, 32)
-    seconds = time.perf_counter() - started
-    assert record["test_accuracy"] >= 0.97
-    assert record["test_size"] == 1000
-    print(f"mnist5k classifier: accuracy {record['test_accuracy']:.4f} in {seconds:.1f} s")
-
-
-class SplitReplay(Generator):
-    """Replays a fixed image set (ignoring z): a generator that is exactly the data distribution."""
-
-    def __init__(self, images: Tensor) -> None:
-        super().__init__()
-        self.images = images
-        self.cursor = 0
-
-    def forward(self, z: Tensor, condition: Tensor | None = None) -> Tensor:
-        index = (torch.arange(z.shape[0]) + self.cursor) % self.images.shape[0]
-        self.cursor += z.shape[0]
-        return self.images[index]
-
-
-@pytest.mark.slow
-def test_sample_quality_and_stacked_modes_on_real_data(tmp_path: Path) -> None:
-    mnist = agekit.create("dataset", "mnist5k", image_size=32)
-    prior = GaussianPrior(8)
-    encoder = FlattenEncoder(prior, 8)
-    train_x, train_labels = mnist.tensors("train")
-    # Splits are ordered by class: shuffle, or the replayed first 1,000 images hold 3 classes only.
-    order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0))
-    train_x, train_labels = train_x[order], train_labels[order]
-    good = SampleQuality(n_samples=1000)(
-        _context(mnist, encoder, SplitReplay(train_x), prior, "mnist5k", tmp_path)
-    )
-    bad = SampleQuality(n_samples=1000)(
-        _context(
-            mnist,
-            encoder,
-            SplitReplay(train_x[train_labels == 1]),
-            prior,
-            "mnist5k",
-            tmp_path,
-        )
-    )
-    assert good["protocol"]["classifier"]["test_accuracy"] >= 0.97
-    assert good["fd_classifier"] < bad["fd_classifier"]
-    assert good["kid"] < bad["kid"]
-    assert good["recall"] > 0.8 and bad["recall"] < 0.3
-    assert good["coverage"] > 0.8 and bad["coverage"] < 0.3
-
-    stacked = agekit.create("dataset", "stacked-mnist", image_size=32)
-    test_x, test_labels = stacked.tensors("test")
-    modes = ModeCoverage(n_samples_stacked=2000)(
-        _context(stacked, encoder, SplitReplay(test_x), prior, "stacked-mnist", tmp_path)
-    )
-    assert modes["modes_captured"] == pytest.approx(len(set(test_labels.tolist())), rel=0.1)
-    assert modes["protocol"]["classifier"]["per_channel"] is True
-
-
-def test_reconstruction_reports_whether_digits_keep_their_label(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(classifier_module, "load_or_train", _fake_load_or_train([]))
-    g = torch.Generator().manual_seed(0)
-    images = torch.rand(40, 1, 8, 8, generator=g) * 2 - 1
-    labels = torch.randint(0, 10, (40,), generator=g)
-    own = OwnDigits((images, labels), (images, labels))
-    prior = GaussianPrior(64)
-    encoder = FlattenEncoder(prior, 64)
-    encoder.norm.eps = 0.0  # eval mode with fresh running statistics: exactly the identity
-    identity = Reconstruction(n_samples=40)(
-        _context(own, encoder, ReshapeGenerator((1, 8, 8)), prior, "own-digits")
-    )
-    # g(e(x)) = x: the reconstructions are classified exactly as the test images are.
-    assert identity["recon_label_accuracy"] == identity["label_accuracy_real"]
-    constant = ConstantGenerator(images[0])
-    out = Reconstruction(n_samples=40)(_context(own, encoder, constant, prior, "own-digits"))
-    # Every reconstruction is one image: right exactly as often as its class is the label.
-    torch.manual_seed(0)
-    predicted = int(DigitCNN().eval()(images[:1]).argmax())
-    assert out["recon_label_accuracy"] == pytest.approx(
-        float((labels == predicted).double().mean())
-    )

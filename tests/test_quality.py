@@ -1,7 +1,7 @@
 """End-to-end quality: trained models must have good samples AND good reconstructions.
 
-Slow (minutes on 2 CPU cores): run with `nox -s slow`. These are the checks that catch an encoder
-collapse, which leaves samples looking fine while every image maps to nearly one code.
+Slow (minutes of training on a CPU): run with `nox -s slow`. These are the checks that catch an
+encoder collapse, which leaves samples looking fine while every image maps to nearly one code.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ def test_mnist5k_reconstructions_beat_the_mean_image_and_codes_stay_spread(
     tmp_path: Path,
 ) -> None:
     config = load_config(ROOT / "configs" / "mnist5k.toml")
-    # 3,000 of the shipped 4,000 iterations (about 6 minutes on 2 idle cores). Speckle shows from
-    # ~500 iterations at the paper's upper lambda with a light generator data term, and a run that
-    # degenerates late (measured: lambda 1000, four times the paper's on agekit's scale, with only
-    # the margin, from ~2,100) fails too.
+    # 3,000 of the shipped 4,000 iterations. Speckle shows from ~500 iterations at the paper's
+    # upper lambda with a light generator data term, and a run that degenerates late (measured:
+    # lambda 1000, four times the paper's on agekit's scale, with only the margin, from ~2,100)
+    # fails too.
     config.train.steps = 3000
     config.train.device = "cpu"
     trainer = Trainer(config, tmp_path / "run")
@@ -65,8 +65,8 @@ def test_mnist5k_reconstructions_beat_the_mean_image_and_codes_stay_spread(
     assert rec["recon_mse"] < 0.1, rec
     assert rec["recon_label_accuracy"] > 0.8, rec
     latent = result["metrics"]["latent-divergence"]
-    # Held-out real codes not collapsed. The data term at mu in both steps spreads them less than
-    # the earlier recipe (0.26-0.49): the shipped configuration measured 0.63-0.76 nats per
+    # Held-out real codes not collapsed. The data term at mu in both steps keeps them less spread
+    # than a recipe without it (0.26-0.49): the shipped configuration measured 0.63-0.76 nats per
     # dimension for seeds 0-2 at 4,000 iterations (lambda 250: 0.89 for seed 0 at 3,000). A
     # collapsed encoder gives several nats (7.4 measured without the margin); codes at a twentieth
     # of the prior's variance in every dimension give 0.5 (0.05 - 1 - ln 0.05) = 1.02.

@@ -30,26 +30,11 @@ from agekit.cli.images import (
     cmd_transfer,
 )
 from agekit.cli.listing import cmd_list
-from agekit.cli.shared import (
-    IMAGE_SUFFIXES,
-    UsageError,
-    console,
-    err_console,
-    positive_int,
-)
+from agekit.cli.shared import WRITABLE_IMAGE_SUFFIXES, err_console, positive_int
 from agekit.cli.train import cmd_train
+from agekit.studies.cli import add_commands as add_study_commands
 
-#: Re-exported: names that code using the command line has imported from here.
-__all__ = [
-    "DEBUG_VARIABLE",
-    "IMAGE_SUFFIXES",
-    "UsageError",
-    "build_parser",
-    "console",
-    "err_console",
-    "main",
-    "positive_int",
-]
+__all__ = ["build_parser", "main"]
 
 
 class _ConsoleNotes(logging.Handler):
@@ -106,7 +91,7 @@ _CHECKPOINT_HELP = "a checkpoint file or a run folder (its newest checkpoint)"
 
 
 def _image_out_help(what: str) -> str:
-    return f"image file of the {what} (ending in {', '.join(IMAGE_SUFFIXES)})"
+    return f"image file of the {what} (ending in {', '.join(WRITABLE_IMAGE_SUFFIXES)})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,7 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", help="`agekit COMMAND --help` for more"
     )
+    # The order of the calls is the order of the commands in ``agekit --help``.
+    _add_list_command(sub)
+    _add_train_command(sub)
+    _add_image_commands(sub)
+    _add_evaluate_command(sub)
+    add_study_commands(sub)
+    _accept_debug_after_the_command(sub)
+    return parser
 
+
+def _add_list_command(sub: Any) -> None:
     p = sub.add_parser("list", help="list registered components and their status")
     _complete(
         p.add_argument(
@@ -146,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_list)
 
+
+def _add_train_command(sub: Any) -> None:
     p = sub.add_parser("train", help="train one AGE model from a TOML configuration")
     p.add_argument("config", help="the configuration TOML file, e.g. configs/mnist5k.toml")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
@@ -161,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
+
+def _add_image_commands(sub: Any) -> None:
+    """sample, reconstruct, interpolate (unconditional models), colorize, transfer (conditional)."""
     for name, func, text in (
         ("sample", cmd_sample, "draw samples g(z), z from the prior"),
         ("reconstruct", cmd_reconstruct, "test images beside g(e(x))"),
@@ -199,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help=_DEVICE_HELP)
     p.set_defaults(func=cmd_transfer)
 
+
+def _add_evaluate_command(sub: Any) -> None:
     p = sub.add_parser(
         "evaluate", help="score one trained run with registered metrics (outside a study)"
     )
@@ -231,25 +233,19 @@ def build_parser() -> argparse.ArgumentParser:
         "agekit sample uses them (real-data), or the running ones training left (running)",
     )
     p.set_defaults(func=cmd_evaluate)
-    _add_study_commands(sub)
+
+
+def _accept_debug_after_the_command(sub: Any) -> None:
+    """``--debug`` after the command too (``agekit train X --debug``)."""
     for command in sub.choices.values():
-        # --debug after the command too (agekit train X --debug); SUPPRESS keeps a --debug given
-        # before the command from being reset by the sub-parser's default.
+        # SUPPRESS keeps a --debug given before the command from being reset by the sub-parser's
+        # default.
         command.add_argument(
             "--debug",
             action="store_true",
             default=argparse.SUPPRESS,
             help=f"show the full traceback of an error (also: {DEBUG_VARIABLE}=1)",
         )
-    return parser
-
-
-def _add_study_commands(sub: Any) -> None:
-    try:
-        from agekit.studies.cli import add_commands
-    except ImportError:  # studies arrive with their own module
-        return
-    add_commands(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

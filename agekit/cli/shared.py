@@ -11,8 +11,9 @@ from agekit.util.terminal import stream_console
 console = stream_console()
 err_console = stream_console(stderr=True)
 
-#: What ``--out`` of the image commands may end with (PIL picks the format from it).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+#: What ``--out`` of the image commands may end with (PIL picks the format from it). Not the
+#: suffixes data set folders are read with: those are ``agekit.datasets``' own.
+WRITABLE_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class UsageError(Exception):
@@ -49,11 +50,11 @@ def check_folder(option: str, text: str) -> None:
 def image_out(text: str) -> Path:
     """``--out`` of an image command: a known image extension, not under an existing file."""
     path = Path(text)
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
+    if path.suffix.lower() not in WRITABLE_IMAGE_SUFFIXES:
         got = f"{path.suffix!r}" if path.suffix else "no extension"
+        endings = ", ".join(WRITABLE_IMAGE_SUFFIXES)
         raise UsageError(
-            f"--out {text}: expected an image file name ending in {', '.join(IMAGE_SUFFIXES)} "
-            f"(got {got})"
+            f"--out {text}: expected an image file name ending in {endings} (got {got})"
         )
     if path.is_dir():
         raise UsageError(f"--out {text}: is a folder; expected an image file name")

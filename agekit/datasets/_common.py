@@ -15,8 +15,10 @@ from torch.utils.data import Dataset
 Fit = Literal["pad", "resize"]
 SplitName = Literal["train", "test"]
 
-#: File suffixes read as images by the folder-based data sets.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff"})
+#: File suffixes the folder-based data sets read as images.
+READABLE_IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff"}
+)
 #: Label of samples from data sets without classes (a -1 fails loudly if used as a class index).
 NO_LABEL = -1
 
@@ -169,7 +171,9 @@ def list_images(folder: Path) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name so every process sees one order."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in READABLE_IMAGE_SUFFIXES and p.is_file()
+    )
 
 
 def root_path(root: str) -> Path:

@@ -16,8 +16,8 @@ from torch.utils.data import Dataset
 
 from agekit.components import DataSource
 from agekit.datasets._common import (
-    IMAGE_SUFFIXES,
     NO_LABEL,
+    READABLE_IMAGE_SUFFIXES,
     DatasetNotFoundError,
     ImageFilesDataset,
     SplitName,
@@ -212,7 +212,7 @@ def _scan(folder: Path) -> dict[str | None, list[Path]]:
         return {None: []}
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
         images = sorted(
-            p for p in sub.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            p for p in sub.rglob("*") if p.suffix.lower() in READABLE_IMAGE_SUFFIXES and p.is_file()
         )
         if images:
             classes[sub.name] = images

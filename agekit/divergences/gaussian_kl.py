@@ -37,8 +37,9 @@ class GaussianKL(Divergence):
             ``None`` means 1e-12 here and 0 in the reference-code mode (the reference has none).
         reference_code_variance: reproduce the public reference code's KLN01Loss exactly: the mean
             over dimensions of (v^2 + m^2)/2 - log v - 1/2 against N(0, I), whatever the prior.
-            It puts the variance where the standard deviation belongs (reference issue #3), so it
-            is not a divergence: it is neither >= 0 nor 0 at equality. Kept for reproduction only.
+            It puts the variance where the standard deviation belongs (a known bug of the
+            reference), so it is not a divergence: it is neither >= 0 nor 0 at equality. Kept for
+            reproduction only.
     """
 
     guarantees: ClassVar[DivergenceGuarantees] = DivergenceGuarantees(

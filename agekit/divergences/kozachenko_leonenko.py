@@ -62,8 +62,8 @@ def kth_neighbour_indices(codes: Tensor, k: int, *, chunk_size: int | None = Non
     The search runs in blocks of rows (memory O(chunk * B), not B^2). Within a row,
     ||x_i - x_j||^2 ranks like ||x_j||^2 - 2 x_i.x_j (||x_i||^2 is the row's own constant), one
     fused matrix product per block. The codes are centred first: distances do not change, and codes
-    bunched far from the origin (a collapsing encoder) no longer lose their small differences to
-    cancellation against large norms.
+    bunched far from the origin (a collapsing encoder) keep their small differences instead of
+    losing them to cancellation against large norms.
     """
     n = codes.shape[0]
     if not 1 <= k < n:
@@ -87,8 +87,8 @@ def kth_neighbour_indices(codes: Tensor, k: int, *, chunk_size: int | None = Non
 def _column_group_size(columns: int, k: int) -> int | None:
     """Columns per group for :func:`_kth_smallest_column`, or None for a plain top-k.
 
-    Grouping pays from about 2,000 columns (measured on a 2-core CPU: 1.3x faster search at
-    B = 4096, 2x at B = 8192 and M = 16, slower at B <= 1024). The size divides the row so that
+    Grouping pays from about 2,000 columns (on CPU tensors: 1.3x faster search at B = 4096, 2x at
+    B = 8192 and M = 16, slower at B <= 1024). The size divides the row so that
     the groups are a view; it is the divisor nearest sqrt(columns), and none within a factor 4 of
     it (a prime batch size) means no grouping.
     """

@@ -17,15 +17,15 @@ def interpolate(start: Tensor, end: Tensor, steps: int, prior: Prior) -> Tensor:
     ``end`` are first projected onto the sphere. The first and last rows are ``start`` and ``end``.
 
     * Antipodal ends (``end = -start``) are joined by every great circle through them, all of
-      length pi, and slerp's formula degenerates to 0 / 0 (it used to return the zero vector at
-      the midpoint). The path then takes a definite one: the circle through ``start`` and the
-      coordinate axis least aligned with it, e_j with j = argmin |start_j| (the first such j on a
-      tie), made orthogonal to ``start``; the midpoint is that unit vector. The choice depends
-      only on the pair, so it is reproducible, and ``interpolate(end, start)`` runs along the same
-      circle backwards. Ends count as antipodal when ``end`` is within about sqrt(machine
-      epsilon) of ``-start`` (1.5e-8 rad in float64, 3.5e-4 rad in float32): that close, rounding
-      rather than the codes would decide the plane, so it is chosen as above and the small
-      remaining offset to ``end`` is spread linearly along the path.
+      length pi, and slerp's formula degenerates to 0 / 0. The path then takes a definite one:
+      the circle through ``start`` and the coordinate axis least aligned with it, e_j with
+      j = argmin |start_j| (the first such j on a tie), made orthogonal to ``start``; the midpoint
+      is that unit vector. The choice depends only on the pair, so it is reproducible, and
+      ``interpolate(end, start)`` runs along the same circle backwards. Ends count as antipodal
+      when ``end`` is within about sqrt(machine epsilon) of ``-start`` (1.5e-8 rad in float64,
+      3.5e-4 rad in float32): that close, rounding rather than the codes would decide the plane,
+      so it is chosen as above and the small remaining offset to ``end`` is spread linearly along
+      the path.
     * Ends that coincide to that precision give a (nearly) constant path, blended linearly.
     """
     t = torch.linspace(0, 1, steps, device=start.device, dtype=start.dtype)[:, None]

@@ -13,11 +13,13 @@ from agekit.components import (
     DataSource,
     Divergence,
     EvaluationContext,
+    Metric,
+    MetricResult,
     Prior,
 )
 from agekit.config import Component
 from agekit.evaluation.batchnorm import CONDITIONAL_PROTOCOL
-from agekit.model import load_trained
+from agekit.model import Model, load_trained
 from agekit.registry import REGISTRY, RegistryError, create
 from agekit.runs.provenance import PROVENANCE_KEY, provenance
 from agekit.util.atomic import write_json_atomic as write_json_atomic  # re-exported for the runner
@@ -94,27 +96,23 @@ def evaluate(
     ``batchnorm = "real-data"`` evaluates the networks with the batch-norm statistics estimated
     on real data that the checkpoint stores (:func:`agekit.model.load_trained`, the same ones
     ``agekit sample`` and :mod:`agekit.evaluation.inference` use: the encoder's from real training
-    images,
-    whereas training leaves them mostly from generated ones; the generator's for prior samples
-    and for real codes, loaded per metric by its ``generator_inputs``). They do not depend on
-    ``seed``, which seeds the metrics' sampling only. ``"running"`` keeps the statistics training
-    left. Metrics that run the networks in eval mode use them; the choice is recorded under
-    ``"batchnorm"``.
+    images, whereas training leaves them mostly from generated ones; the generator's for prior
+    samples and for real codes, loaded per metric by its ``generator_inputs``). They do not depend
+    on ``seed``, which seeds the metrics' sampling only. ``"running"`` keeps the statistics
+    training left. Metrics that run the networks in eval mode use them; the choice is recorded
+    under ``"batchnorm"``.
+
+    Each metric's entry under ``"metrics"`` is its :meth:`MetricResult.to_record`: the values,
+    the details and ``"protocol"`` in one flat object, the shape evaluate.json and a study's
+    eval.json store.
     """
     if batchnorm not in ("real-data", "running"):
         raise ValueError(f"batchnorm must be 'real-data' or 'running', got {batchnorm!r}")
     model, state = load_trained(
         run_dir, device, batchnorm="evaluation" if batchnorm == "real-data" else "running"
     )
-    path = model.checkpoint
-    if model.statistics is not None:
-        batchnorm_protocol = dict(model.statistics.protocol)
-    elif batchnorm == "running":
-        batchnorm_protocol = {"batchnorm": "running statistics from training"}
-    else:
-        batchnorm_protocol = {"batchnorm": CONDITIONAL_PROTOCOL}
+    batchnorm_protocol = _batchnorm_protocol(model, batchnorm)
     divergences, unusable = latent_divergences(model.prior, model.config.divergence)
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     context = EvaluationContext(
         encoder=model.pair.encoder,
         generator=model.pair.generator,
@@ -123,7 +121,7 @@ def evaluate(
         dataset_name=model.config.data.name,
         device=next(model.pair.generator.parameters()).device,
         seed=seed,
-        cache_dir=cache,
+        cache_dir=Path(cache_dir) if cache_dir is not None else default_cache_dir(),
         divergences=divergences,
         run_divergence=model.config.divergence.name,
     )
@@ -132,9 +130,9 @@ def evaluate(
         metric = create("metric", spec.name, **spec.options)
         model.generator_for(metric.generator_inputs)
         torch.manual_seed(seed)
-        results[spec.name] = metric(context)
+        results[spec.name] = score(spec.name, metric, context).to_record()
     return {
-        "checkpoint": str(path),
+        "checkpoint": str(model.checkpoint),
         "step": int(state["step"]),
         "seed": seed,
         "metrics": results,
@@ -144,6 +142,33 @@ def evaluate(
         "heldout_split": model.config.data.heldout,
         PROVENANCE_KEY: provenance(),
     }
+
+
+def score(name: str, metric: Metric, context: EvaluationContext) -> MetricResult:
+    """``metric(context)`` for the metric registered as ``name``, checked against the contract.
+
+    Anything but a :class:`MetricResult`, a plain dict with a ``"protocol"`` key included, is
+    refused with a TypeError that names the metric and its class: guessing which keys are
+    numbers to compare and which are protocol would put unchecked entries in every report.
+    """
+    result = metric(context)
+    if not isinstance(result, MetricResult):
+        cls = type(metric)
+        raise TypeError(
+            f"metric {name!r} ({cls.__module__}.{cls.__qualname__}) returned a "
+            f"{type(result).__name__}, not an agekit.components.MetricResult; return "
+            "MetricResult(values={...}, protocol={...}) (docs/plugins.md, 'Metric')"
+        )
+    return result
+
+
+def _batchnorm_protocol(model: Model, batchnorm: str) -> dict[str, Any]:
+    """Which batch-norm statistics the networks were evaluated with, for the record."""
+    if model.statistics is not None:
+        return dict(model.statistics.protocol)
+    if batchnorm == "running":
+        return {"batchnorm": "running statistics from training"}
+    return {"batchnorm": CONDITIONAL_PROTOCOL}
 
 
 def default_cache_dir() -> Path:

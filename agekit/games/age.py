@@ -293,7 +293,20 @@ class AGE(Game):
     def bind(self, parts: GameParts) -> AGEGame:
         adversary = None
         if self.adaptive_adversary is not None:
-            adversary = AdaptiveAdversaryWeight(**self.adaptive_adversary)
+            settings = self.adaptive_adversary
+            threshold = settings.get("threshold")
+            if threshold is None:
+                raise ValueError(
+                    "game.adaptive_adversary needs its threshold resolved in the divergence's "
+                    "units (agekit.resolve.Resolver does) before the game is bound"
+                )
+            adversary = AdaptiveAdversaryWeight(
+                increase=float(settings["increase"] or 0.0),
+                decrease=float(settings["decrease"] or 0.0),
+                threshold=threshold,
+                initial=float(settings["initial"] or 0.0),
+                maximum=settings.get("maximum"),
+            )
         return AGEGame(
             parts.encoder,
             parts.generator,

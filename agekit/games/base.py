@@ -101,9 +101,10 @@ class Play(ABC):
     @abstractmethod
     def phases(self) -> Sequence[Phase]: ...
 
-    def after_iteration(self, record: dict[str, float], lr_ratio: float) -> None:
+    def after_iteration(self, record: dict[str, float], lr_ratio: float) -> None:  # noqa: B027
         """Called with the iteration's logged terms; a game with state between iterations (the
-        adaptive adversary's weight) updates it here and may add to ``record``."""
+        adaptive adversary's weight) updates it here and may add to ``record``. Most games have
+        none, so this is not abstract."""
 
     def state_dict(self) -> dict[str, Any]:
         """State a checkpoint keeps beyond the networks and optimisers."""

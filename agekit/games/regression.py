@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 from torch import Tensor
 
 from agekit.components import Generator, ReconstructionLoss
@@ -35,7 +38,7 @@ class Regression(Game):
     """Registered as ``regression`` (also spelled ``game.objective = "regression"``): trains the
     generator only, on ``game.data_loss``."""
 
-    term_labels = {"regression_l1": "L_X"}
+    term_labels: ClassVar[Mapping[str, str]] = {"regression_l1": "L_X"}
     uses_divergence = False
 
     def optimisers(self) -> dict[str, tuple[str, ...]]:

@@ -166,8 +166,8 @@ def _deterministic() -> Iterator[None]:
     """Deterministic kernels on one thread, restoring the caller's settings afterwards.
 
     One thread because CPU reductions split across threads can sum in a thread-count-dependent
-    order, which would make cached weights depend on the machine; on a shared 2-core box one thread
-    was also faster than two (no oversubscription when other processes are busy).
+    order, which would make cached weights depend on the machine; one thread also cannot
+    oversubscribe cores that other processes are busy on.
     """
     previous = torch.are_deterministic_algorithms_enabled()
     threads = torch.get_num_threads()

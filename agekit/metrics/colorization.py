@@ -3,12 +3,12 @@ and ab reconstruction, on held-out data."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
-from agekit.components import DataSource, Direction, EvaluationContext, Metric
+from agekit.components import DataSource, Direction, EvaluationContext, Metric, MetricResult
 from agekit.metrics.classifier import network_mode
 from agekit.util.lab import AB_SCALE, network_to_rgb
 
@@ -99,7 +99,7 @@ class Colorization(Metric):
         self.batch_size = batch_size
         self.bn_mode = bn_mode
 
-    def __call__(self, context: EvaluationContext) -> dict[str, Any]:
+    def __call__(self, context: EvaluationContext) -> MetricResult:
         data = context.data
         if data.condition_shape is None:
             raise ValueError("the colorization metric needs conditional data (x = ab, L)")
@@ -132,14 +132,17 @@ class Colorization(Metric):
             else float("nan")
         )
         elements = x.numel()
-        return {
+        values = {
             "diversity": float(torch.cat(diversity).mean()),
             "colourfulness": float(torch.cat(colourful).mean()),
             "real_colourfulness": float(colourfulness(network_to_rgb(x, condition)).mean()),
             "ab_recon_l1": abs_sum / elements,
             "zero_ab_l1": zero_sum / elements,
             "real_ab_spread": spread,
-            "protocol": {
+        }
+        return MetricResult(
+            values,
+            protocol={
                 "metric": "colorization",
                 "split": "test",
                 "n_images": n,
@@ -155,7 +158,7 @@ class Colorization(Metric):
                 "batch_size": self.batch_size,
                 "bn_mode": self.bn_mode,
             },
-        }
+        )
 
 
 __all__ = ["Colorization", "colourfulness", "load_conditioned", "pairwise_ab_distance"]

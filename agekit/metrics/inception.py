@@ -12,13 +12,13 @@ original papers: compare them with numbers computed the same way, not with publi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from agekit.components import Direction, EvaluationContext, Metric
+from agekit.components import Direction, EvaluationContext, Metric, MetricResult
 from agekit.metrics.classifier import generate_samples, load_split
 from agekit.metrics.features import frechet_distance
 
@@ -114,7 +114,7 @@ class Inception(Metric):
         self.batch_size = batch_size
         self.bn_mode = bn_mode
 
-    def __call__(self, context: EvaluationContext) -> dict[str, Any]:
+    def __call__(self, context: EvaluationContext) -> MetricResult:
         if context.data.kind != "image":
             raise ValueError(f"inception scores need images; {context.dataset_name!r} is not")
         network = load_inception(self.weights, context.device)
@@ -123,11 +123,14 @@ class Inception(Metric):
         real_features, _ = inception_outputs(network, x_real, self.batch_size)
         fake_features, fake_probabilities = inception_outputs(network, x_fake, self.batch_size)
         score, score_std = inception_score(fake_probabilities, self.splits)
-        return {
+        values = {
             "inception_score": score,
             "inception_score_std": score_std,
             "fid_inception": frechet_distance(real_features, fake_features),
-            "protocol": {
+        }
+        return MetricResult(
+            values,
+            protocol={
                 "metric": "inception",
                 "network": "torchvision inception_v3, pool3 (2048-d) and softmax",
                 "weights": str(Path(self.weights).resolve()),
@@ -139,4 +142,4 @@ class Inception(Metric):
                 "seed": context.seed,
                 "bn_mode": self.bn_mode,
             },
-        }
+        )

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
-from agekit.components import Direction, EvaluationContext, Metric
+from agekit.components import Direction, EvaluationContext, Metric, MetricResult
 from agekit.metrics.classifier import generate_samples, load_split, network_mode
 
 
@@ -53,7 +53,7 @@ class LatentDivergence(Metric):
                 codes.append(context.encoder(batch.to(context.device)).cpu())
         return torch.cat(codes).double()
 
-    def __call__(self, context: EvaluationContext) -> dict[str, Any]:
+    def __call__(self, context: EvaluationContext) -> MetricResult:
         if not context.divergences:
             raise ValueError("latent-divergence needs at least one divergence in the context")
         x_real, _ = load_split(context.data, "test", self.n_samples, seed=context.seed)
@@ -64,14 +64,12 @@ class LatentDivergence(Metric):
         z = context.prior.sample(
             self.n_samples, generator=torch.Generator().manual_seed(context.seed)
         ).double()
-        result: dict[str, Any] = {
-            "latent_recovery": float(((fake_codes - z) ** 2).sum(1).mean()),
-        }
+        values = {"latent_recovery": float(((fake_codes - z) ** 2).sum(1).mean())}
         with torch.no_grad():
             for name, divergence in sorted(context.divergences.items()):
-                result[f"{name}_real"] = float(divergence(real_codes, context.prior))
-                result[f"{name}_fake"] = float(divergence(fake_codes, context.prior))
-        result["protocol"] = {
+                values[f"{name}_real"] = float(divergence(real_codes, context.prior))
+                values[f"{name}_fake"] = float(divergence(fake_codes, context.prior))
+        protocol = {
             "metric": "latent-divergence",
             "real_split": "test",
             "n_real": int(real_codes.shape[0]),
@@ -90,4 +88,4 @@ class LatentDivergence(Metric):
             },
             "dtype": "float64",
         }
-        return result
+        return MetricResult(values, protocol)

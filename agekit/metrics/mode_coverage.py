@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from agekit.components import Direction, EvaluationContext, Metric
+from agekit.components import Direction, EvaluationContext, Metric, MetricResult
 from agekit.metrics.classifier import (
     classifier_for,
     generate_samples,
@@ -129,7 +129,7 @@ class ModeCoverage(Metric):
         self.batch_size = batch_size
         self.bn_mode = bn_mode
 
-    def __call__(self, context: EvaluationContext) -> dict[str, Any]:
+    def __call__(self, context: EvaluationContext) -> MetricResult:
         name = context.dataset_name
         base = {
             "metric": "mode-coverage",
@@ -141,56 +141,65 @@ class ModeCoverage(Metric):
         }
         known = getattr(context.data, "known_modes", None)
         if known == "mixture" or (known is None and hasattr(context.data, "modes")):
-            modes = getattr(context.data, "modes", None)
-            std = getattr(context.data, "mode_std", None)
-            if modes is None or std is None:
-                raise ValueError(
-                    f"data set {name!r} does not expose `modes` and `mode_std`; mode coverage "
-                    "needs them"
-                )
-            samples = generate_samples(context, self.n_samples, self.batch_size, self.bn_mode)
-            result = mode_coverage_2d(samples, modes, float(std), self.quality_std)
-            protocol = {
-                **base,
-                "protocol": "PacGAN 2-D",
-                "n_samples": self.n_samples,
-                "quality_std": self.quality_std,
-                "mode_std": float(std),
-            }
-            return {**result, "protocol": protocol}
+            return self._mixture(context, base)
         if known == "classifier":
-            classifier = classifier_for(context)
-            # Ten digit classes, composed over the channels by a per-channel classifier.
-            channels = int(context.data.shape[0]) if classifier.per_channel else 1
-            num_modes = 10**channels
-            predicted: list[Tensor] = []
-            # Generate and classify chunk by chunk: 26,000 3x32x32 images would be 320 MB at once.
-            chunk = 5000
-            z_all = context.prior.sample(
-                self.n_samples_stacked, generator=torch.Generator().manual_seed(context.seed)
-            )
-            with network_mode([context.generator], self.bn_mode):
-                for start in range(0, self.n_samples_stacked, chunk):
-                    images = [
-                        context.generator(z.to(context.device)).float().cpu()
-                        for z in z_all[start : start + chunk].split(self.batch_size)
-                    ]
-                    predicted.append(classifier.predict(torch.cat(images)))
-            result = stacked_mode_statistics(torch.cat(predicted), num_modes)
-            protocol = {
-                **base,
-                "protocol": (
-                    "Stacked MNIST, per-channel classifier"
-                    if classifier.per_channel
-                    else "classifier classes"
-                ),
-                "n_samples": self.n_samples_stacked,
-                "classifier": classifier.protocol,
-            }
-            return {**result, "protocol": protocol}
+            return self._classified(context, base)
         supported = registered_datasets_where(lambda cls: cls.known_modes is not None)
         raise ValueError(
             f"mode coverage is not defined for data set {name!r}: it supports "
             f"{', '.join(supported)} (data sets that declare `known_modes`, or any data set "
             "exposing `modes` and `mode_std`)"
         )
+
+    def _mixture(self, context: EvaluationContext, base: dict[str, Any]) -> MetricResult:
+        """The PacGAN 2-D protocol against the data set's own ``modes`` and ``mode_std``."""
+        modes = getattr(context.data, "modes", None)
+        std = getattr(context.data, "mode_std", None)
+        if modes is None or std is None:
+            raise ValueError(
+                f"data set {context.dataset_name!r} does not expose `modes` and `mode_std`; mode "
+                "coverage needs them"
+            )
+        samples = generate_samples(context, self.n_samples, self.batch_size, self.bn_mode)
+        values = mode_coverage_2d(samples, modes, float(std), self.quality_std)
+        # The per-mode histogram is a list, not one number: reports must not compare it.
+        details = {"mode_counts": values.pop("mode_counts")}
+        protocol = {
+            **base,
+            "protocol": "PacGAN 2-D",
+            "n_samples": self.n_samples,
+            "quality_std": self.quality_std,
+            "mode_std": float(std),
+        }
+        return MetricResult(values, protocol, details)
+
+    def _classified(self, context: EvaluationContext, base: dict[str, Any]) -> MetricResult:
+        """Modes as the evaluation classifier's classes (Stacked MNIST: per channel)."""
+        classifier = classifier_for(context)
+        # Ten digit classes, composed over the channels by a per-channel classifier.
+        channels = int(context.data.shape[0]) if classifier.per_channel else 1
+        predicted: list[Tensor] = []
+        # Generate and classify chunk by chunk: 26,000 3x32x32 images would be 320 MB at once.
+        chunk = 5000
+        z_all = context.prior.sample(
+            self.n_samples_stacked, generator=torch.Generator().manual_seed(context.seed)
+        )
+        with network_mode([context.generator], self.bn_mode):
+            for start in range(0, self.n_samples_stacked, chunk):
+                images = [
+                    context.generator(z.to(context.device)).float().cpu()
+                    for z in z_all[start : start + chunk].split(self.batch_size)
+                ]
+                predicted.append(classifier.predict(torch.cat(images)))
+        values = stacked_mode_statistics(torch.cat(predicted), 10**channels)
+        protocol = {
+            **base,
+            "protocol": (
+                "Stacked MNIST, per-channel classifier"
+                if classifier.per_channel
+                else "classifier classes"
+            ),
+            "n_samples": self.n_samples_stacked,
+            "classifier": classifier.protocol,
+        }
+        return MetricResult(values, protocol)

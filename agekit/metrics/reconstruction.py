@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
-from agekit.components import Direction, EvaluationContext, Metric
+from agekit.components import Direction, EvaluationContext, Metric, MetricResult
 from agekit.metrics.classifier import classifier_for, load_split, network_mode
 
 
@@ -51,7 +51,7 @@ class Reconstruction(Metric):
         self.batch_size = batch_size
         self.bn_mode = bn_mode
 
-    def __call__(self, context: EvaluationContext) -> dict[str, Any]:
+    def __call__(self, context: EvaluationContext) -> MetricResult:
         x_test, labels = load_split(context.data, "test", self.n_samples, seed=context.seed)
         x_train, _ = load_split(context.data, "train")
         mean_image = x_train.double().mean(0)
@@ -71,7 +71,7 @@ class Reconstruction(Metric):
                 base_abs += float(base.abs().sum())
                 base_sq += float(base.square().sum())
         elements = x_test.numel()
-        scores: dict[str, Any] = {
+        scores = {
             "recon_l1": abs_sum / elements,
             "recon_mse": sq_sum / elements,
             "mean_image_l1": base_abs / elements,
@@ -84,9 +84,9 @@ class Reconstruction(Metric):
             scores["recon_label_accuracy"] = float((predicted == truth).double().mean())
             real = classifier.predict(x_test)
             scores["label_accuracy_real"] = float((real == truth).double().mean())
-        return {
-            **scores,
-            "protocol": {
+        return MetricResult(
+            scores,
+            protocol={
                 "metric": "reconstruction",
                 "split": "test",
                 "n_samples": int(x_test.shape[0]),
@@ -96,7 +96,7 @@ class Reconstruction(Metric):
                 "baseline": "mean of the train split",
                 "reduction": "mean over all elements",
             },
-        }
+        )
 
 
 __all__ = ["Reconstruction"]

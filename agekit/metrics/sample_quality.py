@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
-from agekit.components import Direction, EvaluationContext, Metric
+from agekit.components import Direction, EvaluationContext, Metric, MetricResult
 from agekit.metrics.classifier import classifier_for, generate_samples, load_split
 from agekit.metrics.features import (
     density_coverage,
@@ -90,7 +90,7 @@ class SampleQuality(Metric):
         self.batch_size = batch_size
         self.bn_mode = bn_mode
 
-    def __call__(self, context: EvaluationContext) -> dict[str, Any]:
+    def __call__(self, context: EvaluationContext) -> MetricResult:
         classifier = classifier_for(context)
         x_real, _ = load_split(context.data, "test", self.n_samples, seed=context.seed)
         x_fake = generate_samples(context, self.n_samples, self.batch_size, self.bn_mode)
@@ -112,7 +112,7 @@ class SampleQuality(Metric):
         labels = classifier.predict(x_fake)
         num_classes = 10 ** (x_fake.shape[1] if classifier.per_channel else 1)
         counts = torch.bincount(labels, minlength=num_classes)
-        return {
+        values = {
             "fd_classifier": frechet_distance(real, fake),
             "kid": kid_mean,
             "kid_std": kid_std,
@@ -125,7 +125,10 @@ class SampleQuality(Metric):
             "speckle_ratio": speckle_ratio(x_fake, x_real),
             "class_kl_uniform": kl_to_uniform(counts.numpy()),
             "min_class_share": float(counts.min()) / float(counts.sum()),
-            "protocol": {
+        }
+        return MetricResult(
+            values,
+            protocol={
                 "metric": "sample-quality",
                 "dataset": context.dataset_name,
                 "reference_split": "test",
@@ -144,4 +147,4 @@ class SampleQuality(Metric):
                 "classes": "argmax of the classifier; KL(histogram || uniform) in nats",
                 "classifier": classifier.protocol,
             },
-        }
+        )

@@ -7,21 +7,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from agekit.config import ExperimentConfig
 from agekit.resolve import Resolver
 
 if TYPE_CHECKING:
-    from agekit.studies.spec import PlannedRun
-
-
-def check_runs(runs: Sequence[PlannedRun], source: str) -> None:
-    """Check every run of ``runs`` (:meth:`Checker.check`); raises ConfigError naming the study
-    file, the run (with its axis values) and the key."""
-    checker = Checker(source)
-    for run in runs:
-        checker.check(run)
+    from agekit.studies.planned import PlannedRun
 
 
 def describe_run(source: str, run_id: str, axis_values: Sequence[tuple[str, Any]]) -> str:
@@ -49,5 +42,5 @@ class Checker:
                 where,
                 f"metrics ({metric.name})",
                 ("metric", metric.name, metric.options),
-                lambda metric=metric: self.resolver.create("metric", metric.name, metric.options),
+                partial(self.resolver.create, "metric", metric.name, metric.options),
             )
