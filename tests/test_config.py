@@ -172,6 +172,6 @@ def test_overrides_parse_toml_values_and_bare_words() -> None:
 
 
 def test_study_axes_use_the_same_setter() -> None:
-    from agekit.studies import spec
+    from agekit.studies import builder
 
-    assert spec.set_dotted is set_dotted
+    assert builder.set_dotted is set_dotted

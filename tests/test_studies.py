@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 
 from agekit.config import ConfigError, load_config, parse_config
-from agekit.studies.report import HEADLINE, headline
+from agekit.studies.headline import headline
+from agekit.studies.planned import PlannedRun
 from agekit.studies.runner import run_study
-from agekit.studies.spec import PlannedRun, StudySpec, load_study, plan
+from agekit.studies.schema import StudySpec
+from agekit.studies.spec import load_study, plan
 from agekit.studies.statistics import summarise
 
 STUDY = """
@@ -263,8 +265,8 @@ def test_headline_keys_come_from_the_metric_classes_in_report_order() -> None:
         for k, v in expected.items()
         if k.split(".")[0] in ("reconstruction", "mode-coverage", "colorization")
     ]
-    # The module-level view covers every registered metric, built-ins in the same order.
-    assert [k for k in HEADLINE if k.split(".")[0] in BUILT_IN_METRICS] == list(expected)
+    # Without names: every registered metric, built-ins in the same order.
+    assert [k for k in headline() if k.split(".")[0] in BUILT_IN_METRICS] == list(expected)
 
 
 def test_closing_table_fits_80_columns_without_cutting_values(
@@ -274,7 +276,7 @@ def test_closing_table_fits_80_columns_without_cutting_values(
 
     from rich.console import Console
 
-    from agekit.studies import report
+    from agekit.studies.report import closing_table
 
     records = [
         {
@@ -290,11 +292,11 @@ def test_closing_table_fits_80_columns_without_cutting_values(
         for w in (2.0, 10.0)
         for seed in (0, 1, 2)
     ]
-    summary = summarise(records, report.headline(["reconstruction", "sample-quality"]))
+    summary = summarise(records, headline(["reconstruction", "sample-quality"]))
     summary["study"] = "recipe"
     out = io.StringIO()
-    monkeypatch.setattr(report, "console", Console(file=out, width=80))
-    report._print_table(summary, Path("study/report.md"))
+    monkeypatch.setattr(closing_table, "console", Console(file=out, width=80))
+    closing_table.print_table(summary, Path("study/report.md"))
     text = out.getvalue()
     assert "…" not in text
     assert max(len(line) for line in text.splitlines()) <= 80

@@ -130,7 +130,8 @@ def test_the_closing_table_follows_the_studys_metrics_and_keeps_axis_names(
 ) -> None:
     from rich.console import Console
 
-    from agekit.studies import report
+    from agekit.studies.headline import headline
+    from agekit.studies.report import closing_table
     from agekit.studies.statistics import summarise
 
     records = [
@@ -153,12 +154,12 @@ def test_the_closing_table_follows_the_studys_metrics_and_keeps_axis_names(
     ]
     metrics = ["mode-coverage", "reconstruction"]
     primary = {"ring8": "mode-coverage.reverse_kl"}
-    summary = summarise(records, report.headline(metrics), primary)
+    summary = summarise(records, headline(metrics), primary)
     summary["study"] = "modes"
     summary["declared_metrics"] = {"ring8": metrics}
     out = io.StringIO()
-    monkeypatch.setattr(report, "console", Console(file=out, width=80))
-    report._print_table(summary, Path("study/report.md"))
+    monkeypatch.setattr(closing_table, "console", Console(file=out, width=80))
+    closing_table.print_table(summary, Path("study/report.md"))
     lines = out.getvalue().splitlines()
     assert max(len(line) for line in lines) <= 80
     header = next(line for line in lines if "cell" in line)

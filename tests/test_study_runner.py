@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from test_cli_reliability import signal_after_steps
@@ -254,20 +253,21 @@ def test_the_report_skips_a_torn_last_line_of_a_training_log(tmp_path: Path) -> 
 
 
 def test_an_interrupted_run_in_a_moved_study_folder_resumes(tmp_path: Path) -> None:
-    from agekit.training.trainer import Trainer
+    from agekit.training.trainer import Trainer, TrainingHooks
 
     class Crash(Exception):
         pass
 
-    def crash(event: str, trainer: Any, record: dict[str, Any]) -> None:
-        if event == "checkpoint" and record["step"] == 6:
-            raise Crash
+    class CrashAtStep6(TrainingHooks):
+        def on_checkpoint(self, trainer: Trainer, path: Path, step: int) -> None:
+            if step == 6:
+                raise Crash
 
     path = _study(tmp_path, ONE_RUN)
     spec, source = load_study(path)
     run = plan(spec, str(source), tmp_path / "first")[0]
     with pytest.raises(Crash):
-        Trainer(run.config, tmp_path / "first" / "runs" / run.run_id, callbacks=[crash]).fit()
+        Trainer(run.config, tmp_path / "first" / "runs" / run.run_id, hooks=[CrashAtStep6()]).fit()
     shutil.move(tmp_path / "first", tmp_path / "moved")
 
     result = run_study(path, out=tmp_path / "moved", progress=False)
@@ -372,7 +372,8 @@ def test_a_run_process_the_stop_signal_killed_before_its_handler_is_interrupted_
 
     from agekit.studies import parallel
     from agekit.studies.console import Overall
-    from agekit.studies.runner import StudyInterrupted, StudyResult
+    from agekit.studies.result import StudyResult
+    from agekit.studies.stopping import StudyInterrupted
 
     path = _study(tmp_path, TWO_SEEDS)
     out = tmp_path / "out"

@@ -1,13 +1,13 @@
 """Atomic, code-free checkpoints.
 
 Written to a temporary file in the same folder, fsynced, then renamed over the target
-(:mod:`agekit.util.atomic`), so a run killed at any instant leaves either the old checkpoint or the new
-one, never half of one (a kill can leave the temporary fragment behind: :func:`remove_fragments`
-deletes those). Loaded with ``torch.load(weights_only=True)``: a checkpoint holds tensors and
-plain Python values only and can never execute code. A checkpoint damaged afterwards (a failing
-disk, a truncated copy) is skipped by :func:`load_newest`, which falls back to the newest one that
-loads. Checkpoints written by older agekit versions are read through the migrations at the end of
-this module.
+(:mod:`agekit.util.atomic`), so a run killed at any instant leaves either the old checkpoint or the
+new one, never half of one (a kill can leave the temporary fragment behind:
+:func:`remove_fragments` deletes those). Loaded with ``torch.load(weights_only=True)``: a
+checkpoint holds tensors and plain Python values only and can never execute code. A checkpoint
+damaged afterwards (a failing disk, a truncated copy) is skipped by :func:`load_newest`, which
+falls back to the newest one that loads. Checkpoints written by older agekit versions are read
+through the migrations at the end of this module.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from typing import Any
 
 import torch
 
-from agekit.util.atomic import write_atomic
 from agekit.config import DistributedConfig
+from agekit.runs.layout import CHECKPOINTS
+from agekit.util.atomic import write_atomic
 
 #: Notes for the person reading a run (a damaged checkpoint skipped); the commands print them.
 log = logging.getLogger(__name__)
@@ -63,6 +64,16 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     if not isinstance(state, dict) or state.get("format") != 1:
         raise CheckpointError(f"{path}: not an agekit checkpoint (missing format marker)")
     return state
+
+
+def step_path(folder: Path, step: int) -> Path:
+    """Where the checkpoint of ``step`` is written in ``folder`` (``step_00001000.pt``)."""
+    return folder / f"step_{step:08d}.pt"
+
+
+def checkpoint_folder(path: Path) -> Path:
+    """The folder of a run's checkpoints when ``path`` is a run folder; else ``path`` itself."""
+    return path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path
 
 
 def checkpoints(folder: Path) -> list[Path]:
@@ -134,7 +145,7 @@ def load_resolved(
     path = Path(path)
     if not path.is_dir():
         return path, load(path, map_location)
-    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    folder = checkpoint_folder(path)
     found = load_newest(folder, map_location)
     if found is None:
         raise CheckpointError(f"{path}: no checkpoints (step_*.pt) in {folder}")
@@ -148,7 +159,7 @@ def resolve(path: str | Path) -> Path:
     """A checkpoint file, or a run folder (its newest checkpoint)."""
     path = Path(path)
     if path.is_dir():
-        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        folder = checkpoint_folder(path)
         found = latest(folder)
         if found is None:
             raise CheckpointError(f"{path}: no checkpoints (step_*.pt) in {folder}")

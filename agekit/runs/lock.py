@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agekit.runs.layout import LOCK, RunFolder
+
 try:
     import fcntl
 except ImportError:  # Windows
@@ -35,7 +37,7 @@ except ImportError:  # Windows
 __all__ = ["LOCK_FILE", "RunFolderBusy", "RunLock", "describe_holder"]
 
 #: The lock file's name inside a run folder.
-LOCK_FILE = "run.lock"
+LOCK_FILE = LOCK
 
 
 class RunFolderBusy(Exception):
@@ -97,7 +99,7 @@ class RunLock:
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
-        self.path = self.folder / LOCK_FILE
+        self.path = RunFolder(self.folder).lock
         self.stale: str | None = None
         self._key = ""
 

@@ -10,12 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 
+from agekit.runs.layout import RUNS
+from agekit.studies.headline import headline
 from agekit.studies.layout import FAILED_FILE
+from agekit.studies.statistics import flatten
 from agekit.util.terminal import stream_console
 
 if TYPE_CHECKING:
-    from agekit.studies.runner import StudyResult
-    from agekit.studies.spec import StudySpec
+    from agekit.studies.result import StudyResult
+    from agekit.studies.schema import StudySpec
 
 console = stream_console()
 err_console = stream_console(stderr=True)
@@ -137,10 +140,9 @@ def parallel_view(progress: bool, overall: Overall) -> Iterator[Callable[[str | 
 
 
 def short_summary(record: dict[str, Any]) -> str:
-    from agekit.studies.report import HEADLINE, flatten
-
+    """``RUN_ID: key value, ...``: the run's headline scores, in report order."""
     values = flatten(record)
-    parts = [f"{key.split('.', 1)[1]} {values[key]:.4g}" for key in HEADLINE if key in values]
+    parts = [f"{key.split('.', 1)[1]} {values[key]:.4g}" for key in headline() if key in values]
     return f"{record['run_id']}: " + ", ".join(parts)
 
 
@@ -156,7 +158,7 @@ def print_closing(spec: StudySpec, overall: Overall, result: StudyResult) -> Non
     )
     if result.failed:
         console.print(
-            f"failed runs (error and traceback in {result.folder / 'runs'}/<run>/{FAILED_FILE}):",
+            f"failed runs (error and traceback in {result.folder / RUNS}/<run>/{FAILED_FILE}):",
             highlight=False,
             markup=False,
             soft_wrap=True,

@@ -7,8 +7,9 @@ import time
 import traceback
 from pathlib import Path
 
+from agekit.runs.layout import RUNS
 from agekit.studies.layout import FAILED_FILE, read_json, run_dir
-from agekit.studies.spec import PlannedRun
+from agekit.studies.planned import PlannedRun
 from agekit.util.atomic import write_json_atomic
 
 
@@ -55,7 +56,7 @@ def recorded_failures(folder: Path) -> dict[str, str]:
     """run id -> one-line reason, for every run of a study folder whose last attempt failed
     (``runs/<run>/failed.json``; a run that succeeds removes its own)."""
     found: dict[str, str] = {}
-    for path in sorted(Path(folder).glob(f"runs/*/{FAILED_FILE}")):
+    for path in sorted(Path(folder).glob(f"{RUNS}/*/{FAILED_FILE}")):
         saved = read_json(path)
         reason = saved.get("error") if isinstance(saved, dict) else None
         found[path.parent.name] = str(reason or f"failed ({path} is unreadable)")

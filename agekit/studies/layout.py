@@ -12,8 +12,13 @@ from typing import Any
 
 from agekit.config import config_to_dict
 from agekit.config.changes import BUDGET_KEYS, science_changes, science_differences
-from agekit.studies.spec import PlannedRun, StudySpec
+from agekit.runs.layout import RUNS, RunFolder
+from agekit.studies.planned import PlannedRun
 
+#: A study's run folders sit in ``FOLDER/runs/RUN_ID``; without --out, FOLDER is
+#: ``runs/studies/NAME``.
+STUDIES_DIR = "studies"
+#: Written in a run's folder by the study once the run is evaluated: its scores and configuration.
 EVAL_FILE = "eval.json"
 #: Written in the study folder by ``agekit run``: the validated study, its source and its run ids.
 STUDY_FILE = "study.json"
@@ -22,19 +27,31 @@ FAILED_FILE = "failed.json"
 #: The folder inside a study folder where ``agekit run --archive`` moves runs of an earlier
 #: configuration, one subfolder per archiving.
 ARCHIVE_DIR = "archive"
+#: The study's report, its numbers as JSON and as a table, and the folder of its figures.
+REPORT_FILE = "report.md"
+SUMMARY_JSON = "summary.json"
+SUMMARY_CSV = "summary.csv"
+FIGURES_DIR = "figures"
 #: The study's own outputs, moved with archived runs: they describe the earlier configuration.
-STUDY_OUTPUTS = ("report.md", "summary.json", "summary.csv", "figures")
+STUDY_OUTPUTS = (REPORT_FILE, SUMMARY_JSON, SUMMARY_CSV, FIGURES_DIR)
 
 #: One changed key: (dotted key, value the folder holds, planned value).
 Change = tuple[str, Any, Any]
 
 
-def study_dir(spec: StudySpec, out: str | Path | None) -> Path:
-    return Path(out) if out is not None else Path("runs") / "studies" / spec.name
+def study_dir(name: str, out: str | Path | None) -> Path:
+    """The folder of the study named ``name``: ``out``, or by default runs/studies/NAME."""
+    return Path(out) if out is not None else Path(RUNS) / STUDIES_DIR / name
 
 
 def run_dir(folder: Path, run: PlannedRun) -> Path:
-    return folder / "runs" / run.run_id
+    return folder / RUNS / run.run_id
+
+
+def run_log(folder: Path, run: PlannedRun) -> Path:
+    """Where a parallel study writes the output of the run's process, beside its folder."""
+    # Not with_suffix: run ids hold dots (latent_weight=125.0) that it would cut at.
+    return folder / RUNS / f"{run.run_id}.log"
 
 
 def read_json(path: Path) -> Any:
@@ -69,7 +86,7 @@ def stale_changes(folder: Path, run: PlannedRun) -> list[Change]:
     if _has_checkpoint(target):
         # config.json is rewritten by every attempt that resumes, so it is the configuration the
         # checkpoints hold, without loading their weights.
-        trained = read_json(target / "config.json")
+        trained = read_json(RunFolder(target).config)
         if isinstance(trained, dict):
             stored.append(trained)
     # A folder with neither holds no result: the trainer starts it over.
@@ -84,7 +101,7 @@ def stale_changes(folder: Path, run: PlannedRun) -> list[Change]:
 def _has_checkpoint(target: Path) -> bool:
     from agekit.runs import checkpoint as ckpt
 
-    return ckpt.latest(target / "checkpoints") is not None
+    return ckpt.latest(RunFolder(target).checkpoints) is not None
 
 
 def _longer(change: Change) -> bool:
@@ -108,7 +125,7 @@ def describe_stale(folder: Path, stale: Sequence[tuple[PlannedRun, list[Change]]
         more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
         names = ", ".join(ids[:shown]) + more
         parts.append(f"{names} ({text})")
-    return f"{len(stale)} run folder{'s' if len(stale) > 1 else ''} in {folder / 'runs'} " + (
+    return f"{len(stale)} run folder{'s' if len(stale) > 1 else ''} in {folder / RUNS} " + (
         f"hold{'' if len(stale) > 1 else 's'} results of another configuration: " + "; ".join(parts)
     )
 
@@ -121,9 +138,9 @@ def archive_runs(folder: Path, runs: Sequence[PlannedRun]) -> Path:
     while target.exists():
         suffix += 1
         target = target.with_name(f"{target.name.split('.')[0]}.{suffix}")
-    (target / "runs").mkdir(parents=True)
+    (target / RUNS).mkdir(parents=True)
     for run in runs:
-        os.replace(run_dir(folder, run), target / "runs" / run.run_id)
+        os.replace(run_dir(folder, run), run_dir(target, run))
     for name in (*STUDY_OUTPUTS, STUDY_FILE):
         if (folder / name).exists():
             os.replace(folder / name, target / name)

@@ -11,20 +11,18 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from agekit.studies.console import Overall, parallel_view, run_work, short_summary
 from agekit.studies.failures import record_reason
-from agekit.studies.layout import EVAL_FILE, FAILED_FILE, is_complete, read_json, run_dir
-from agekit.studies.spec import PlannedRun
+from agekit.studies.layout import EVAL_FILE, FAILED_FILE, is_complete, read_json, run_dir, run_log
+from agekit.studies.planned import PlannedRun
+from agekit.studies.result import StudyResult
 from agekit.studies.stopping import StudyInterrupted, StudySignals
 from agekit.training.progress import to_stderr
 from agekit.training.signals import STOP_SIGNALS
-
-if TYPE_CHECKING:
-    from agekit.studies.runner import StudyResult
 
 #: Seconds a parallel study waits for a run's process to acknowledge a stop signal it may have
 #: received directly (a scheduler signals every process of a job) before passing it on.
@@ -153,81 +151,95 @@ def run_parallel(
         PARENT_VARIABLE: str(os.getpid()),
     }
     queue = list(pending)
-    active: list[_Child] = []
-    interrupted: list[str] = []
-    signal_time: float | None = None
     with parallel_view(progress, overall) as show:
-        while queue or active:
+        pool = _Pool(folder, overall, result, show)
+        while queue or pool.active:
             stopping = signals is not None and signals.received is not None
-            while queue and len(active) < jobs and not stopping:
+            while queue and len(pool.active) < jobs and not stopping:
                 run = queue.pop(0)
-                # Not with_suffix: run ids hold dots (latent_weight=125.0) that it would cut at.
-                log = folder / "runs" / f"{run.run_id}.log"
-                log.parent.mkdir(parents=True, exist_ok=True)
-                with log.open("ab") as handle:
-                    process = subprocess.Popen(
-                        _child_command(path, folder, run, profile),
-                        stdout=handle,
-                        stderr=handle,
-                        env=env,
-                        start_new_session=True,
-                    )
-                active.append(_Child(run, process, log))
-                show(f"started {run.run_id} (log: {log})")
+                pool.start(run, _child_command(path, folder, run, profile), env)
             if stopping and signals is not None:
-                if signal_time is None:
-                    signal_time = time.monotonic()
-                    queue.clear()
-                    for child in active:
-                        child.log_at_signal = child.log.stat().st_size if child.log.exists() else 0
-                for child in active:
-                    if signals.count > 1:
-                        child.process.kill()  # a second signal: stop at once
-                    elif not child.signalled and (
-                        _acknowledged(child) or time.monotonic() - signal_time > FORWARD_GRACE_S
-                    ):
-                        child.signalled = True
-                        if not _acknowledged(child):
-                            with contextlib.suppress(ProcessLookupError):
-                                child.process.send_signal(signals.received or signal.SIGTERM)
+                queue.clear()
+                pool.stop(signals)
             time.sleep(0.2)
             show(None)
-            for child in list(active):
-                code = child.process.poll()
-                if code is None:
-                    continue
-                active.remove(child)
-                run_id = child.run.run_id
-                if code == 0 and is_complete(folder, child.run):
-                    result.finished.append(run_id)
-                    overall.finish(
-                        kind=child.run.setting,
-                        work=run_work(child.run),
-                        seconds=time.time() - child.started,
-                    )
-                    record = read_json(run_dir(folder, child.run) / EVAL_FILE)
-                    done = short_summary(record) if isinstance(record, dict) else run_id
-                    show(f"finished {done}")
-                elif stopping and code in _STOPPED_CODES:
-                    interrupted.append(run_id)
-                    show(f"stopped {run_id} (exit {code}); it resumes from its checkpoint")
-                else:
-                    reason = _child_failure(folder, child, code)
-                    result.failed[run_id] = reason
-                    overall.finish(
-                        failed=True,
-                        kind=child.run.setting,
-                        work=run_work(child.run),
-                        seconds=time.time() - child.started,
-                    )
-                    show(f"failed {run_id}: {reason} (log: {child.log})")
+            pool.reap(stopping)
     if signals is not None and signals.received is not None:
-        detail = f"the runs in progress ({', '.join(interrupted)}) wrote checkpoints"
+        detail = f"the runs in progress ({', '.join(pool.interrupted)}) wrote checkpoints"
         raise StudyInterrupted(
             signals.received,
             None,
-            detail if interrupted else "no run was in progress",
+            detail if pool.interrupted else "no run was in progress",
         )
+
+
+@dataclass
+class _Pool:
+    """The processes of a parallel study's runs, and what became of each."""
+
+    folder: Path
+    overall: Overall
+    result: StudyResult
+    show: Callable[[str | None], None]
+    active: list[_Child] = field(default_factory=list)
+    #: Runs whose process the study's stop ended; they resume from their checkpoints.
+    interrupted: list[str] = field(default_factory=list)
+    #: When the study's stop signal arrived (time.monotonic), None before.
+    stop_since: float | None = None
+
+    def start(self, run: PlannedRun, command: list[str], env: dict[str, str]) -> None:
+        log = run_log(self.folder, run)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as handle:
+            process = subprocess.Popen(
+                command, stdout=handle, stderr=handle, env=env, start_new_session=True
+            )
+        self.active.append(_Child(run, process, log))
+        self.show(f"started {run.run_id} (log: {log})")
+
+    def stop(self, signals: StudySignals) -> None:
+        """Pass the study's stop signal on to each run that has not said it received it within
+        FORWARD_GRACE_S; a second signal kills them at once."""
+        if self.stop_since is None:
+            self.stop_since = time.monotonic()
+            for child in self.active:
+                child.log_at_signal = child.log.stat().st_size if child.log.exists() else 0
+        for child in self.active:
+            if signals.count > 1:
+                child.process.kill()
+            elif not child.signalled and (
+                _acknowledged(child) or time.monotonic() - self.stop_since > FORWARD_GRACE_S
+            ):
+                child.signalled = True
+                if not _acknowledged(child):
+                    with contextlib.suppress(ProcessLookupError):
+                        child.process.send_signal(signals.received or signal.SIGTERM)
+
+    def reap(self, stopping: bool) -> None:
+        """Record each run whose process ended: finished, stopped by the study, or failed."""
+        for child in list(self.active):
+            code = child.process.poll()
+            if code is None:
+                continue
+            self.active.remove(child)
+            run, run_id = child.run, child.run.run_id
+            seconds = time.time() - child.started
+            if code == 0 and is_complete(self.folder, run):
+                self.result.finished.append(run_id)
+                self.overall.finish(kind=run.setting, work=run_work(run), seconds=seconds)
+                record = read_json(run_dir(self.folder, run) / EVAL_FILE)
+                done = short_summary(record) if isinstance(record, dict) else run_id
+                self.show(f"finished {done}")
+            elif stopping and code in _STOPPED_CODES:
+                self.interrupted.append(run_id)
+                self.show(f"stopped {run_id} (exit {code}); it resumes from its checkpoint")
+            else:
+                reason = _child_failure(self.folder, child, code)
+                self.result.failed[run_id] = reason
+                self.overall.finish(
+                    failed=True, kind=run.setting, work=run_work(run), seconds=seconds
+                )
+                self.show(f"failed {run_id}: {reason} (log: {child.log})")
 
 
 def _child_failure(folder: Path, child: _Child, code: int) -> str:

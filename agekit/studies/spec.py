@@ -24,6 +24,8 @@ split (:mod:`agekit.studies.tuning`). Every run's configuration is built and val
 any training: types and names, and values too, by building each distinct component with its
 options (``k = 0`` on an axis fails in a second, naming the study file, the run and the key, not
 after the runs before it have trained); those value checks are :mod:`agekit.studies.checks`'.
+The file's tables are :mod:`agekit.studies.schema`'s; one run's configuration is built by
+:mod:`agekit.studies.builder`.
 """
 
 from __future__ import annotations
@@ -31,137 +33,19 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import ValidationError
 
-from agekit.config import (
-    Component,
-    ConfigError,
-    ExperimentConfig,
-    Strict,
-    deep_merge,
-    format_errors,
-    load_toml,
-    parse_config,
-    set_dotted,
-)
-from agekit.studies.checks import Checker, describe_run
-from agekit.studies.checks import check_runs as check_runs  # re-exported for callers of spec
-from agekit.studies.tuning import (
-    SHORT_RUNG_MARK,
-    TUNE_MARK,
-    Choice,
-    Tuning,
-    choose,
-    point_label,
-    promoted,
-    require_values,
-)
-
-#: A name that names a folder: no path separator, no leading dot (so neither ".." nor a hidden
-#: folder), nothing a shell would need quoted.
-SAFE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.+-]*"
-
-
-class MetricSpec(Component):
-    pass
-
-
-class Setting(Strict):
-    name: str
-    config: dict[str, Any] = Field(default_factory=dict)
-    #: Metric names or {name, options} tables; empty means the data set's defaults.
-    metrics: list[str | MetricSpec] = Field(default_factory=list)
-    #: A grid tried per cell on a validation split before the study's seeds run (.tuning).
-    tuning: Tuning | None = None
-    #: The pre-declared primary 'metric.key' of this setting: its comparisons between cells form
-    #: the family of Holm's adjustment; every other metric is reported as descriptive.
-    primary: str | None = Field(None, pattern=r"^[^.]+\..+$")
-    #: This setting's training seeds, in place of the study's (a profile's seeds replace both):
-    #: a setting whose single runs vary more needs more of them.
-    seeds: list[int] | None = Field(None, min_length=1)
-
-    @field_validator("name")
-    @classmethod
-    def _safe_name(cls, value: str) -> str:
-        if not re.fullmatch(SAFE_NAME, value):
-            raise ValueError("use letters, digits and _ . + - only (it names folders)")
-        return value
-
-
-class Profile(Strict):
-    #: Dotted keys applied to every run.
-    set: dict[str, Any] = Field(default_factory=dict)
-    #: Dotted keys per setting name.
-    settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    seeds: list[int] | None = None
-    #: Per setting name, keys of its ``[settings.tuning]`` table to replace (e.g. more trials).
-    tuning: dict[str, dict[str, Any]] = Field(default_factory=dict)
-
-
-class Reference(Strict):
-    """A published number quoted beside the study's own, with its source."""
-
-    source: str
-    method: str
-    setting: str
-    values: dict[str, float | str]
-    note: str = ""
-
-
-class StudySpec(Strict):
-    name: str
-    question: str = ""
-    description: str = ""
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    base: dict[str, Any] = Field(default_factory=dict)
-    settings: list[Setting] = Field(default_factory=list)
-    axes: dict[str, list[Any]] = Field(default_factory=dict)
-    profiles: dict[str, Profile] = Field(default_factory=dict)
-    #: Seed of the evaluation (sample draws, subsets), the same for every run.
-    eval_seed: int = 1234
-    #: Runs trained at once when ``agekit run`` is not given --jobs (results do not depend on it).
-    jobs: int = Field(1, ge=1)
-    #: Axes (dotted keys ending in ``.name``) whose values may name components that are not
-    #: installed: such values are left out, and said so, instead of failing the study.
-    optional: list[str] = Field(default_factory=list)
-    #: Published numbers to print beside the study's own.
-    references: list[Reference] = Field(default_factory=list)
-
-    @field_validator("axes")
-    @classmethod
-    def _non_empty_axes(cls, axes: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        return require_values(axes, "axis")
-
-
-@dataclass(frozen=True)
-class PlannedRun:
-    run_id: str
-    cell: str
-    setting: str
-    seed: int
-    axis_values: tuple[tuple[str, Any], ...]
-    config: ExperimentConfig
-    metrics: tuple[Component, ...]
-    #: "tune": a grid point of a setting's tuning, scored on the validation split; "final": a run
-    #: at one of the study's seeds, scored on the test split.
-    phase: str = "final"
-    #: The grid point: a tuning run's own, or the one a final run's cell chose.
-    grid_values: tuple[tuple[str, Any], ...] = ()
-    #: The cell a tuning run tunes.
-    tunes: str | None = None
-    #: A final run whose cell's tuning has not finished: its configuration lacks the choice.
-    awaiting_tuning: bool = False
-    #: A tuning run's rung under successive halving: SHORT_RUNG_MARK for rung 0, "" otherwise.
-    rung: str = ""
-
-
-def _label(value: Any) -> str:
-    text = str(value).lower() if isinstance(value, bool) else str(value)
-    return re.sub(r"[^A-Za-z0-9_.+-]", "_", text)
+from agekit.config import ConfigError, format_errors, load_toml
+from agekit.runs.layout import RUNS
+from agekit.studies.builder import RunBuilder
+from agekit.studies.checks import Checker
+from agekit.studies.layout import STUDIES_DIR
+from agekit.studies.planned import PlannedRun, cell_name, value_label
+from agekit.studies.schema import SAFE_NAME, Profile, Setting, StudySpec
+from agekit.studies.tuning import Tuning
 
 
 def load_study(path: str | Path) -> tuple[StudySpec, Path]:
@@ -175,8 +59,9 @@ def load_study(path: str | Path) -> tuple[StudySpec, Path]:
         # The name is the default study folder (runs/studies/NAME): "../x" or "/x" would write
         # the study's runs anywhere on disk.
         raise ConfigError(
-            f"{path}: name {spec.name!r}: it names the study's folder (runs/studies/NAME); use "
-            "letters, digits and _ . + - only, starting with a letter or digit"
+            f"{path}: name {spec.name!r}: it names the study's folder "
+            f"({RUNS}/{STUDIES_DIR}/NAME); use letters, digits and _ . + - only, starting with a "
+            "letter or digit"
         )
     return spec, path
 
@@ -223,10 +108,10 @@ def plan(
     """Expand and validate every run; raises ConfigError naming the run and key on any problem.
 
     With ``check`` (the default) every distinct component is also built with its options, so
-    that values are checked too (see :func:`check_runs`); ``agekit run --list`` skips that.
-    A tuned setting's runs at the study's seeds carry their cell's choice once every tuning run of
-    the cell is evaluated in ``out_dir`` (:mod:`agekit.studies.tuning`); until then they are
-    ``awaiting_tuning``.
+    that values are checked too (:class:`agekit.studies.checks.Checker`); ``agekit run --list``
+    skips that. A tuned setting's runs at the study's seeds carry their cell's choice once every
+    tuning run of the cell is evaluated in ``out_dir`` (:mod:`agekit.studies.tuning`); until then
+    they are ``awaiting_tuning``.
     """
     spec = effective_spec(spec, source, profile)
     chosen = spec.profiles[profile] if profile is not None else None
@@ -236,56 +121,15 @@ def plan(
         if unknown:
             raise ConfigError(f"{source}: profiles.{profile}.settings: unknown {sorted(unknown)}")
     axes = _available_axes(spec, source)
-    axis_keys = list(axes)
     _refuse_repeats(settings, axes, chosen, profile, spec, source)
-    builder = _RunBuilder(spec, source, out_dir, Checker(source))
+    builder = RunBuilder(spec, source, out_dir, Checker(source))
     runs: list[PlannedRun] = []
     for setting in settings:
         overrides = _profile_overrides(chosen, setting.name)
         seeds = chosen.seeds if chosen and chosen.seeds else setting.seeds or spec.seeds
-        if setting.tuning is not None:
-            clash = sorted(set(setting.tuning.seeds) & set(seeds))
-            if clash:
-                raise ConfigError(
-                    f"{source}: settings {setting.name!r}: tuning.seeds {clash} are also the "
-                    "study's seeds; tuning seeds must differ so that no final run repeats a "
-                    "tuning run"
-                )
-        for combo in itertools.product(*(axes[key] for key in axis_keys)):
-            axis_values = tuple(zip(axis_keys, combo, strict=True))
-            cell = "__".join(
-                [setting.name]
-                + [
-                    f"{key.split('.')[-2] if key.endswith('.name') else key.split('.')[-1]}"
-                    f"={_label(value)}"
-                    for key, value in axis_values
-                ]
-            )
-            choice = None
-            if setting.tuning is not None:
-                tune_runs, choice = builder.tuning(
-                    setting, setting.tuning, cell, axis_values, overrides
-                )
-                runs += tune_runs
-            for seed in seeds:
-                runs.append(
-                    builder.run(
-                        setting,
-                        cell,
-                        seed,
-                        axis_values,
-                        [*overrides, *(choice.values if choice else ())],
-                        grid_values=choice.values if choice else (),
-                        awaiting_tuning=setting.tuning is not None and choice is None,
-                    )
-                )
-    for setting in settings:
-        measured = {m.name for r in runs if r.setting == setting.name for m in r.metrics}
-        if setting.primary is not None and setting.primary.split(".", 1)[0] not in measured:
-            raise ConfigError(
-                f"{source}: settings {setting.name!r}: primary {setting.primary!r} names a metric "
-                f"the setting does not run; its metrics: {', '.join(sorted(measured))}"
-            )
+        _refuse_tuning_seeds(setting, seeds, source)
+        runs += _setting_runs(builder, setting, axes, seeds, overrides)
+    _refuse_unmeasured_primaries(settings, runs, source)
     ids = [r.run_id for r in runs]
     repeated = next((i for i in ids if ids.count(i) > 1), None)
     if repeated is not None:
@@ -296,133 +140,64 @@ def plan(
     return runs
 
 
-@dataclass
-class _RunBuilder:
-    """Builds and validates one planned run's configuration and metrics."""
-
-    spec: StudySpec
-    source: str
-    out_dir: Path
-    checker: Checker
-
-    def run(
-        self,
-        setting: Setting,
-        cell: str,
-        seed: int,
-        axis_values: tuple[tuple[str, Any], ...],
-        keys: Sequence[tuple[str, Any]],
-        **fields: Any,
-    ) -> PlannedRun:
-        """The run of ``cell`` at ``seed``: base, setting, axis values, then ``keys`` in order."""
-        from agekit.evaluation.scoring import default_metrics
-        from agekit.registry import REGISTRY, RegistryError, validate_options
-
-        run_id = f"{cell}__seed{seed}"
-        raw = deep_merge(self.spec.base, setting.config)
-        for key, value in [*axis_values, *keys]:
-            set_dotted(raw, key, value)
-        set_dotted(raw, "train.seed", seed)
-        raw["name"] = run_id
-        raw["out_dir"] = str(self.out_dir / "runs")
-        config = parse_config(raw, f"{self.source} (run {run_id})")
-        metrics = _metrics(setting, config, self.checker, run_id, axis_values, default_metrics)
-        for metric in metrics:
-            try:
-                factory = REGISTRY.load("metric", metric.name)
-                validate_options(factory, metric.options, f"metric {metric.name!r}")
-            except RegistryError as exc:
-                raise ConfigError(f"{self.source}: settings {setting.name!r}: {exc}") from None
-        return PlannedRun(run_id, cell, setting.name, seed, axis_values, config, metrics, **fields)
-
-    def tuning(
-        self,
-        setting: Setting,
-        tuning: Tuning,
-        cell: str,
-        axis_values: tuple[tuple[str, Any], ...],
-        overrides: Sequence[tuple[str, Any]],
-    ) -> tuple[list[PlannedRun], Choice | None]:
-        """A cell's tuning runs planned so far (under halving, rung 1 once rung 0 is evaluated)
-        and its choice (None until every deciding run is evaluated)."""
-        held_out = [
-            ("data.heldout", "validation"),
-            ("data.validation_fraction", tuning.validation_fraction),
-        ]
-        trials = dict(tuning.points())
-
-        def group(label: str, rung: str, extra: Sequence[tuple[str, Any]]) -> list[PlannedRun]:
-            point = trials[label]
-            folder = point_label(point, _label) if tuning.grid else label
-            return [
-                self.run(
+def _setting_runs(
+    builder: RunBuilder,
+    setting: Setting,
+    axes: dict[str, list[Any]],
+    seeds: Sequence[int],
+    overrides: Sequence[tuple[str, Any]],
+) -> list[PlannedRun]:
+    """One setting's runs, cell by cell: a tuned cell's tuning runs, then its runs at ``seeds``
+    (with the tuning's choice once it is made)."""
+    runs: list[PlannedRun] = []
+    axis_keys = list(axes)
+    for combo in itertools.product(*(axes[key] for key in axis_keys)):
+        axis_values = tuple(zip(axis_keys, combo, strict=True))
+        cell = cell_name(setting.name, axis_values)
+        choice = None
+        if setting.tuning is not None:
+            tune_runs, choice = builder.tuning(
+                setting, setting.tuning, cell, axis_values, overrides
+            )
+            runs += tune_runs
+        chosen = choice.values if choice else ()
+        for seed in seeds:
+            runs.append(
+                builder.run(
                     setting,
-                    f"{cell}{TUNE_MARK}{folder}{rung}",
+                    cell,
                     seed,
                     axis_values,
-                    [*overrides, *point, *held_out, *extra],
-                    phase="tune",
-                    grid_values=point,
-                    tunes=cell,
-                    rung=rung,
+                    [*overrides, *chosen],
+                    grid_values=chosen,
+                    awaiting_tuning=setting.tuning is not None and choice is None,
                 )
-                for seed in tuning.seeds
-            ]
-
-        # a deciding run's configuration is the final runs' schedule: check it before any rung
-        self._check_tuning(setting, tuning, group(next(iter(trials)), "", [])[0])
-        runs: list[PlannedRun] = []
-        going_on = list(trials)
-        if tuning.halving is not None:
-            short = {
-                label: group(label, SHORT_RUNG_MARK, [("train.steps", tuning.halving.steps)])
-                for label in trials
-            }
-            runs += [run for runs_ in short.values() for run in runs_]
-            advanced = promoted(tuning, self._evaluations(short))
-            if not advanced:
-                return runs, None
-            going_on = advanced
-        deciding = {label: group(label, "", []) for label in going_on}
-        runs += [run for runs_ in deciding.values() for run in runs_]
-        choice = choose(
-            tuning, self._evaluations(deciding), {label: trials[label] for label in deciding}
-        )
-        return runs, choice
-
-    def _evaluations(
-        self, groups: dict[str, list[PlannedRun]]
-    ) -> dict[str, list[dict[str, Any] | None]]:
-        return {label: [_evaluation(self.out_dir, run) for run in g] for label, g in groups.items()}
-
-    def _check_tuning(self, setting: Setting, tuning: Tuning, run: PlannedRun) -> None:
-        """The tuning's metrics are measured, and its schedule is the final runs' own."""
-        where = f"{self.source}: settings {setting.name!r}"
-        measured = {metric.name for metric in run.metrics}
-        for role, key in [("metric", tuning.metric), *(("at_most", k) for k in tuning.at_most)]:
-            if key.split(".", 1)[0] not in measured:
-                raise ConfigError(
-                    f"{where}: tuning.{role} {key!r} names a metric the setting does not run; its "
-                    f"metrics: {', '.join(sorted(measured))} (keys are 'metric.key', e.g. "
-                    "'reconstruction.recon_mse')"
-                )
-        config = run.config
-        if (
-            config.optim.lr_drop_every is not None
-            or config.train.epochs is not None
-            or config.train.max_minutes is not None
-        ):
-            raise ConfigError(
-                f"{where}: a tuned setting counts its schedule in iterations (train.steps, no "
-                "optim.lr_drop_every, train.epochs or train.max_minutes): the validation split "
-                "shortens an epoch and the machine's load changes a wall-clock budget, so such "
-                "a schedule would differ between its tuning and final runs"
             )
-        full = config.train.steps
-        if tuning.halving is not None and (full is None or tuning.halving.steps >= full):
+    return runs
+
+
+def _refuse_tuning_seeds(setting: Setting, seeds: Sequence[int], source: str) -> None:
+    """A tuning seed that is also a final seed would repeat a tuning run as a final one."""
+    if setting.tuning is None:
+        return
+    clash = sorted(set(setting.tuning.seeds) & set(seeds))
+    if clash:
+        raise ConfigError(
+            f"{source}: settings {setting.name!r}: tuning.seeds {clash} are also the "
+            "study's seeds; tuning seeds must differ so that no final run repeats a "
+            "tuning run"
+        )
+
+
+def _refuse_unmeasured_primaries(
+    settings: Sequence[Setting], runs: Sequence[PlannedRun], source: str
+) -> None:
+    for setting in settings:
+        measured = {m.name for r in runs if r.setting == setting.name for m in r.metrics}
+        if setting.primary is not None and setting.primary.split(".", 1)[0] not in measured:
             raise ConfigError(
-                f"{where}: tuning.halving.steps ({tuning.halving.steps}) must be below the "
-                f"setting's train.steps ({full}): rung 0 is the short budget"
+                f"{source}: settings {setting.name!r}: primary {setting.primary!r} names a metric "
+                f"the setting does not run; its metrics: {', '.join(sorted(measured))}"
             )
 
 
@@ -452,7 +227,7 @@ def _refuse_repeats(
     for key, values in axes.items():
         seen: dict[str, Any] = {}
         for value in values:
-            label = _label(value)
+            label = value_label(value)
             if label in seen:
                 same = seen[label] == value and type(seen[label]) is type(value)
                 what = (
@@ -469,16 +244,6 @@ def _profile_overrides(chosen: Profile | None, setting: str) -> list[tuple[str, 
     if chosen is None:
         return []
     return [*chosen.set.items(), *chosen.settings.get(setting, {}).items()]
-
-
-def _evaluation(out_dir: Path, run: PlannedRun) -> dict[str, Any] | None:
-    """The run's evaluation record when it is complete for the planned science, else None."""
-    from agekit.studies.layout import EVAL_FILE, is_complete, read_json, run_dir
-
-    if not is_complete(out_dir, run):
-        return None
-    record = read_json(run_dir(out_dir, run) / EVAL_FILE)
-    return record if isinstance(record, dict) else None
 
 
 def _default_setting(spec: StudySpec, source: str) -> Setting:
@@ -526,20 +291,3 @@ def _available_axes(spec: StudySpec, source: str) -> dict[str, list[Any]]:
         if not axes[key]:
             raise ConfigError(f"{source}: axis {key!r}: none of its components is installed")
     return axes
-
-
-def _metrics(
-    setting: Setting,
-    config: ExperimentConfig,
-    checker: Checker,
-    run_id: str,
-    axis_values: Sequence[tuple[str, Any]],
-    defaults: Any,
-) -> tuple[Component, ...]:
-    if setting.metrics:
-        return tuple(
-            Component(name=m) if isinstance(m, str) else Component(name=m.name, options=m.options)
-            for m in setting.metrics
-        )
-    data = checker.dataset(describe_run(checker.source, run_id, axis_values), config)
-    return tuple(Component(name=name) for name in defaults(config.data.name, data.kind))

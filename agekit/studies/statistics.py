@@ -185,6 +185,22 @@ def summarise(
     evaluation records (``setting``, ``cell``, ``train_seed``, ``metrics``); ``directions`` maps
     'metric.key' to "lower", "higher" or "reference".
     """
+    cells = _cells(records)
+    comparisons = _comparisons(cells)
+    primaries = dict(primaries or {})
+    _holm(comparisons, directions, primaries)
+    return {
+        "cells": cells,
+        "comparisons": comparisons,
+        "primaries": primaries,
+        "interval_method": INTERVAL_METHOD,
+        "paired_method": PAIRED_METHOD,
+    }
+
+
+def _cells(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per cell (in setting, cell order): its setting and, per metric key, n, mean, interval and
+    the values by training seed."""
     by_cell: dict[tuple[str, str], dict[str, dict[int, float]]] = defaultdict(
         lambda: defaultdict(dict)
     )
@@ -203,6 +219,11 @@ def summarise(
                 "values": {str(seed): v for seed, v in sorted(values.items())},
             }
         cells[cell] = entry
+    return cells
+
+
+def _comparisons(cells: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per setting, every pair of its cells compared on every key both measured."""
     comparisons = []
     settings = sorted({entry["setting"] for entry in cells.values()})
     for setting in settings:
@@ -215,7 +236,14 @@ def summarise(
                 comparison = paired_comparison(a, b)
                 comparison.update(setting=setting, metric=key, a=first, b=second)
                 comparisons.append(comparison)
-    primaries = dict(primaries or {})
+    return comparisons
+
+
+def _holm(
+    comparisons: list[dict[str, Any]], directions: Mapping[str, str], primaries: dict[str, str]
+) -> None:
+    """Add ``p_holm``, ``primary``, ``family_size`` and ``detectable_80`` to the comparisons of
+    Holm's family: the primaries', or without any every key with a better direction."""
     if primaries:
         tested = [c for c in comparisons if primaries.get(c["setting"]) == c["metric"]]
     else:
@@ -230,10 +258,3 @@ def summarise(
         comparison["detectable_80"] = detectable_difference(
             comparison["sd_diff"], comparison["n_pairs"], 0.05 / max(family, 1)
         )
-    return {
-        "cells": cells,
-        "comparisons": comparisons,
-        "primaries": primaries,
-        "interval_method": INTERVAL_METHOD,
-        "paired_method": PAIRED_METHOD,
-    }
