@@ -384,3 +384,6 @@ class EvaluationContext:
     #: The key of ``divergences`` that the run trained with, built with the run's options; the
     #: others have their defaults. None when the context was not built from a run.
     run_divergence: str | None = None
+    #: The trained run's folder (pathlib.Path), for metrics that read what training left there;
+    #: None when the context was not built from a run.
+    run_dir: Any = None

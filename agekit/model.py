@@ -61,18 +61,13 @@ class Model:
     game: Play
     #: Every network the game trains, by name: ``encoder``, ``generator`` and any the game adds.
     networks: dict[str, nn.Module]
+    #: What the game is bound to: the networks, prior, divergence and losses.
+    parts: GameParts
     #: The batch-norm statistics the networks are evaluated and sampled with, once
     #: :func:`use_evaluation_statistics` gave them (None: the running statistics of training).
     statistics: EvaluationStatistics | None = None
     #: The checkpoint file :func:`load_trained` read (a run folder's newest that loads).
     checkpoint: Path | None = None
-
-    @property
-    def regression(self) -> Any:
-        """TEMPORARY until the trainer plays any game."""
-        from agekit.games.regression import RegressionObjective
-
-        return self.game if isinstance(self.game, RegressionObjective) else None
 
     def generator_for(self, inputs: Literal["prior", "codes"]) -> Generator:
         """The generator, with the batch-norm statistics for decoding ``inputs`` (prior samples
@@ -110,17 +105,7 @@ def build_model(
         resolver.component(config, "game.latent_loss"),
     )
     pair = EncoderGenerator(parts.encoder, parts.generator)
-    return Model(config, prior, data, pair, game, game.bind(parts), networks)
-
-
-def build_adversary(config: ExperimentConfig) -> Any:
-    """TEMPORARY until the trainer plays the bound game's own adversary."""
-    from agekit.games.age import AdaptiveAdversaryWeight
-
-    options = (
-        Resolver()._adversary(config, "configuration") if config.game.adaptive_adversary else None
-    )
-    return None if options is None else AdaptiveAdversaryWeight(**options)
+    return Model(config, prior, data, pair, game, game.bind(parts), networks, parts)
 
 
 def use_evaluation_statistics(

@@ -11,11 +11,16 @@ from typing import Any
 import pytest
 import torch
 
-from agekit.config import ConfigError, parse_config, reference_adversary_threshold
+from agekit.config import (
+    ConfigError,
+    ExperimentConfig,
+    parse_config,
+    reference_adversary_threshold,
+)
 from agekit.games.adversary import check_adaptive_adversary
 from agekit.games.age import AdaptiveAdversaryWeight
-from agekit.model import build_adversary
 from agekit.registry import create
+from agekit.resolve import Resolver
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,6 +81,12 @@ def _reference(recipe: str, tmp_path: Path, **adaptive: float) -> dict[str, Any]
         "data": {"options": {"root": str(tmp_path)}},
         "game": {"adaptive_adversary": adaptive},
     }
+
+
+def build_adversary(config: ExperimentConfig) -> AdaptiveAdversaryWeight:
+    """The adaptive adversary the age game resolved from ``config`` plays with."""
+    settings = Resolver().component(config, "game").adaptive_adversary
+    return AdaptiveAdversaryWeight(**settings)
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from test_trainer import _to_toml as _toml
 from agekit.cli import main
 from agekit.config import parse_config
 from agekit.runs import checkpoint as ckpt
-from agekit.training.trainer import Trainer
+from agekit.training.trainer import Trainer, TrainingHooks
 
 
 def _raw(**train: Any) -> dict[str, Any]:
@@ -54,15 +54,16 @@ class _Crash(Exception):
     pass
 
 
-def _crash_after_checkpoint(run: Path, raw: dict[str, Any], step: int) -> None:
-    """Train ``raw`` in ``run`` until the checkpoint of ``step`` is written, then die."""
+def _crash_after_checkpoint(run: Path, raw: dict[str, Any], at: int) -> None:
+    """Train ``raw`` in ``run`` until the checkpoint of step ``at`` is written, then die."""
 
-    def crash(event: str, trainer: Trainer, record: dict[str, Any]) -> None:
-        if event == "checkpoint" and record["step"] == step:
-            raise _Crash
+    class Crash(TrainingHooks):
+        def on_checkpoint(self, trainer: Trainer, path: Path, step: int) -> None:
+            if step == at:
+                raise _Crash
 
     with pytest.raises(_Crash):
-        Trainer(parse_config(raw), run, callbacks=[crash]).fit()
+        Trainer(parse_config(raw), run, hooks=[Crash()]).fit()
 
 
 def _default_sigint() -> None:
@@ -152,19 +153,20 @@ _TWICE = textwrap.dedent(
     import json, os, signal, sys, time
     import agekit.training.signals
     from agekit.config import parse_config
-    from agekit.training.trainer import Trainer
+    from agekit.training.trainer import Trainer, TrainingHooks
 
     agekit.training.signals.REPEAT_WINDOW_S = 0.3  # the second signal below comes after the window
 
-    def twice(event, trainer, record):
-        if event == "log" and record["step"] == 25:
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(0.5)  # the handler runs: training will stop after this step
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(5)
-            print("still running after the second signal")
+    class Twice(TrainingHooks):
+        def on_log(self, trainer, entry):
+            if entry["step"] == 25:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.5)  # the handler runs: training will stop after this step
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+                print("still running after the second signal")
 
-    trainer = Trainer(parse_config(json.loads(sys.argv[1])), sys.argv[2], callbacks=[twice])
+    trainer = Trainer(parse_config(json.loads(sys.argv[1])), sys.argv[2], hooks=[Twice()])
     trainer.fit(handle_signals=True)
     """
 )
@@ -187,17 +189,18 @@ _REPEATED = textwrap.dedent(
     """
     import json, os, signal, sys, time
     from agekit.config import parse_config
-    from agekit.training.trainer import Trainer
+    from agekit.training.trainer import Trainer, TrainingHooks
 
-    def repeated(event, trainer, record):
-        if event == "log" and record["step"] == 25:
-            # One preemption, delivered twice: by the scheduler and passed on by a study.
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(0.3)
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(0.3)
+    class Repeated(TrainingHooks):
+        def on_log(self, trainer, entry):
+            if entry["step"] == 25:
+                # One preemption, delivered twice: by the scheduler and passed on by a study.
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.3)
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.3)
 
-    trainer = Trainer(parse_config(json.loads(sys.argv[1])), sys.argv[2], callbacks=[repeated])
+    trainer = Trainer(parse_config(json.loads(sys.argv[1])), sys.argv[2], hooks=[Repeated()])
     result = trainer.fit(handle_signals=True)
     print(result.status, result.step, trainer.interrupted_by)
     """

@@ -17,7 +17,9 @@ import torch
 from agekit.config import parse_config
 from agekit.model import DeviceUnavailable, resolve_device
 from agekit.runs import checkpoint as ckpt
-from agekit.training.trainer import Trainer, TrainingDiverged
+from agekit.training.loop import Cadence, StopVotes, Throughput
+from agekit.training.signals import StopSignals
+from agekit.training.trainer import Trainer, TrainingDiverged, TrainingHooks, TrainResult
 
 TINY: dict[str, Any] = {
     "name": "tiny",
@@ -57,6 +59,67 @@ def test_run_writes_checkpoints_log_images_and_config(tmp_path: Path) -> None:
     assert saved["train"]["steps"] == 60
 
 
+class _Recorder(TrainingHooks):
+    """Every event a run passes to its hooks, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+
+    def on_start(self, trainer: Trainer, step: int) -> None:
+        self.events.append(("start", step))
+
+    def on_log(self, trainer: Trainer, entry: dict[str, Any]) -> None:
+        self.events.append(("log", entry["step"]))
+
+    def on_checkpoint(self, trainer: Trainer, path: Path, step: int) -> None:
+        assert path == ckpt.latest(trainer.checkpoint_dir)
+        self.events.append(("checkpoint", step, path.name))
+
+    def on_end(self, trainer: Trainer, result: TrainResult) -> None:
+        self.events.append(("end", result.step, result.status))
+
+
+def test_hooks_see_the_start_each_log_and_checkpoint_and_the_end(tmp_path: Path) -> None:
+    recorder = _Recorder()
+    config = _config(steps=25, log_every=10, checkpoint_every=20, image_every=100)
+    # A hook that overrides nothing is allowed: every default does nothing.
+    Trainer(config, tmp_path / "run", hooks=[TrainingHooks(), recorder]).fit()
+    assert recorder.events == [
+        ("start", 0),
+        ("log", 10),
+        ("log", 20),
+        ("checkpoint", 20, "step_00000020.pt"),
+        ("log", 25),  # the last step is logged whatever log_every says
+        ("checkpoint", 25, "step_00000025.pt"),  # the final checkpoint
+        ("end", 25, "complete"),
+    ]
+    recorder.events.clear()
+    Trainer(_config(steps=30, log_every=10), tmp_path / "run", hooks=[recorder]).fit(resume=True)
+    assert recorder.events[0] == ("start", 25) and recorder.events[-1] == ("end", 30, "complete")
+
+
+def test_the_loops_cadences_and_throughput() -> None:
+    due = Cadence(log_every=5, image_every=30, checkpoint_every=20, total=47)
+    assert [s for s in range(1, 48) if due.log(s)] == [5, 10, 15, 20, 25, 30, 35, 40, 45, 47]
+    assert [s for s in range(1, 48) if due.images(s)] == [30]
+    assert [s for s in range(1, 48) if due.checkpoint(s)] == [20, 40]
+    throughput = Throughput(batch_size=64)
+    for _ in range(3):
+        throughput.count()
+    assert throughput.rate() > 0
+    assert throughput.rate() == 0.0  # a new window, with no steps in it yet
+
+
+def test_stop_votes_a_signal_first_then_the_wall_clock() -> None:
+    signals = StopSignals()
+    votes = StopVotes(signals, max_minutes=1.0, device=torch.device("cpu"))
+    assert votes.poll(elapsed=59.0) is None
+    assert votes.poll(elapsed=60.0) == "time-limit"
+    signals.received = int(signal.SIGTERM)
+    assert votes.poll(elapsed=60.0) == "interrupted" and votes.signal == signal.SIGTERM
+    assert StopVotes(None, None, torch.device("cpu")).poll(elapsed=1e9) is None
+
+
 def test_keep_last_n_checkpoints(tmp_path: Path) -> None:
     Trainer(_config(keep_checkpoints=1), tmp_path / "run").fit()
     assert [p.name for p in ckpt.checkpoints(tmp_path / "run" / "checkpoints")] == [
@@ -76,17 +139,18 @@ _KILLER = textwrap.dedent(
     """
     import json, os, signal, sys
     from agekit.config import parse_config
-    from agekit.training.trainer import Trainer
+    from agekit.training.trainer import Trainer, TrainingHooks
 
     config = parse_config(json.loads(sys.argv[1]))
     kill_at = int(sys.argv[3])
 
-    def killer(event, trainer, record):
-        # SIGKILL between two checkpoints: nothing gets to clean up, as with kill -9.
-        if event == "log" and record["step"] == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
+    class Killer(TrainingHooks):
+        def on_log(self, trainer, entry):
+            # SIGKILL between two checkpoints: nothing gets to clean up, as with kill -9.
+            if entry["step"] == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
 
-    Trainer(config, sys.argv[2], callbacks=[killer]).fit(resume=len(sys.argv) > 4)
+    Trainer(config, sys.argv[2], hooks=[Killer()]).fit(resume=len(sys.argv) > 4)
     """
 )
 

@@ -10,16 +10,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from agekit.cli.shared import UsageError, blocking_file, console
+from agekit.runs.layout import CHECKPOINTS, RUNS, RunFolder
 
 if TYPE_CHECKING:
     from agekit.config import Component
 
 
-def _run_folder(run: Path) -> Path:
-    """The run folder of ``agekit evaluate``'s argument: the folder, or a checkpoint's run."""
+def _run_folder(run: Path) -> RunFolder:
+    """The run folder of ``agekit evaluate``'s argument: the folder, or a checkpoint's run (the
+    folder the checkpoint is in, when that is not a run's ``checkpoints`` folder)."""
     if run.is_dir():
-        return run
-    return run.parent.parent if run.parent.name == "checkpoints" else run.parent
+        return RunFolder(run)
+    return RunFolder(run.parent.parent if run.parent.name == CHECKPOINTS else run.parent)
 
 
 def _study_protocol(run: Path) -> tuple[list[Component], int, Path] | None:
@@ -33,9 +35,9 @@ def _study_protocol(run: Path) -> tuple[list[Component], int, Path] | None:
     from agekit.studies.layout import STUDY_FILE, run_dir
     from agekit.studies.spec import StudySpec, plan
 
-    folder = _run_folder(run)
+    folder = _run_folder(run).root
     study_file = folder.parent.parent / STUDY_FILE
-    if folder.parent.name != "runs" or not study_file.is_file():
+    if folder.parent.name != RUNS or not study_file.is_file():
         return None
     try:
         study = json.loads(study_file.read_text())
@@ -63,7 +65,7 @@ def _default_metric_names(run: Path, checkpoint: Path) -> list[str]:
     from agekit.runs import checkpoint as ckpt
     from agekit.runs.provenance import PROVENANCE_KEY
 
-    saved = _run_folder(run) / "config.json"
+    saved = _run_folder(run).config
     if saved.is_file():
         try:
             raw = json.loads(saved.read_text())
@@ -123,7 +125,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     names = [metric.name for metric in metrics]
     for name in names:
         REGISTRY.load("metric", name)  # an unknown name fails here, before any work
-    out = Path(args.out) if args.out else _run_folder(run) / "evaluate.json"
+    out = Path(args.out) if args.out else _run_folder(run).evaluation
     blocker = blocking_file(list(out.parents))
     if out.is_dir() or blocker is not None:
         why = "is a folder" if blocker is None else f"{blocker} is a file, not a folder"
@@ -143,8 +145,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(f"{checkpoint}: {exc}") from None
-    record["run"] = str(_run_folder(run))
-    table = Table(title=f"{_run_folder(run).name} at step {record['step']}")
+    record["run"] = str(_run_folder(run).root)
+    table = Table(title=f"{_run_folder(run).root.name} at step {record['step']}")
     table.add_column("metric", no_wrap=True)
     table.add_column("score", no_wrap=True)
     table.add_column("value", justify="right", no_wrap=True)

@@ -64,7 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if trainer.is_main:
             console.print(
                 f"{result.status}: step {result.step}, epoch {result.epoch}; "
-                f"images in {result.run_dir / 'images'}, log {trainer.metrics_path}"
+                f"images in {trainer.folder.images}, log {trainer.metrics_path}"
             )
     finally:
         distributed.shutdown()

@@ -21,6 +21,7 @@ from agekit.config import Component
 from agekit.evaluation.batchnorm import CONDITIONAL_PROTOCOL
 from agekit.model import Model, load_trained
 from agekit.registry import REGISTRY, RegistryError, create
+from agekit.runs.layout import RunFolder
 from agekit.runs.provenance import PROVENANCE_KEY, provenance
 from agekit.util.atomic import write_json_atomic as write_json_atomic  # re-exported for the runner
 
@@ -124,6 +125,7 @@ def evaluate(
         cache_dir=Path(cache_dir) if cache_dir is not None else default_cache_dir(),
         divergences=divergences,
         run_divergence=model.config.divergence.name,
+        run_dir=None if model.checkpoint is None else RunFolder.of(model.checkpoint).root,
     )
     results: dict[str, Any] = {}
     for spec in metrics:

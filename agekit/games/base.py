@@ -50,10 +50,13 @@ class GameBatch:
     x: Tensor
     condition: Tensor | None
     sample_z: Callable[[int], Tensor]
+    #: How many codes a phase draws for the batch (the process's share of ``data.batch_size``);
+    #: None: as many as ``x`` holds.
+    batch_size: int | None = None
 
     @property
     def size(self) -> int:
-        return int(self.x.shape[0])
+        return int(self.x.shape[0]) if self.batch_size is None else self.batch_size
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agekit.config import ConfigError, format_errors, load_toml
+from agekit.registry import REGISTRY, SECTION_KINDS
 from agekit.runs.layout import RUNS
 from agekit.studies.builder import RunBuilder
 from agekit.studies.checks import Checker
@@ -258,34 +259,24 @@ def _default_setting(spec: StudySpec, source: str) -> Setting:
         ) from None
 
 
-#: The configuration section of a component name -> its registry kind.
-_SECTION_KINDS = {
-    "data": "dataset",
-    "prior": "prior",
-    "divergence": "divergence",
-    "backbone": "backbone",
-}
-
-
 def _available_axes(spec: StudySpec, source: str) -> dict[str, list[Any]]:
-    from agekit.registry import REGISTRY
-
     axes = {key: list(values) for key, values in spec.axes.items()}
     for key in spec.optional:
-        section = key.split(".")[0]
-        if key not in axes or not key.endswith(".name") or section not in _SECTION_KINDS:
+        section = key.removesuffix(".name")
+        if key not in axes or not key.endswith(".name") or section not in SECTION_KINDS:
             raise ConfigError(
                 f"{source}: optional: {key!r} must be an axis over a component name "
-                f"(one of {', '.join(k + '.name' for k in _SECTION_KINDS)})"
+                f"(one of {', '.join(k + '.name' for k in SECTION_KINDS)})"
             )
-        installed = set(REGISTRY.available(_SECTION_KINDS[section]))
+        kind = SECTION_KINDS[section]
+        installed = set(REGISTRY.available(kind))
         missing = [v for v in axes[key] if v not in installed]
         if missing:
             from rich.console import Console
 
             Console(stderr=True).print(
                 f"{source}: {key}: not installed, left out of this study: {', '.join(missing)} "
-                f"(`agekit list {_SECTION_KINDS[section]}` shows what is installed)"
+                f"(`agekit list {kind}` shows what is installed)"
             )
         axes[key] = [v for v in axes[key] if v in installed]
         if not axes[key]:
