@@ -52,7 +52,7 @@ def test_a_redirected_training_log_gets_plain_progress_lines(
         "60/60",
     ]
     for line in lines:
-        assert "KL_real " in line and "L_X " in line and "img/s" in line and "\x1b" not in line
+        assert "D(e(x)) " in line and "L_X " in line and "img/s" in line and "\x1b" not in line
 
 
 def test_quiet_training_prints_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -82,7 +82,7 @@ def test_line_progress_reports_where_an_interrupted_run_stopped() -> None:
             progress.update(step, ENTRY if step % 25 == 0 else None)
     lines = out.getvalue().splitlines()
     assert [line.split()[1] for line in lines] == ["150", "175"]
-    assert lines[0].startswith("step 150  KL_real 0.612  KL_fake 0.123  L_X 0.457  L_Z 0.001")
+    assert lines[0].startswith("step 150  D(e(x)) 0.612  D(e(g(z))) 0.123  L_X 0.457  L_Z 0.001")
     assert "1234 img/s" in lines[0]
 
 
@@ -101,7 +101,7 @@ def test_the_training_log_labels_are_the_games_own(monkeypatch: pytest.MonkeyPat
     from agekit.games import age as game
     from agekit.studies import figures
 
-    assert list(game.TERM_LABELS.values()) == ["KL_real", "KL_fake", "L_X", "L_Z"]
-    monkeypatch.setitem(game.TERM_LABELS, "kl_real", "D(e(x))")
-    assert format_stats(ENTRY).startswith("D(e(x)) 0.612  KL_fake 0.123")
+    assert list(game.TERM_LABELS.values()) == ["D(e(x))", "D(e(g(z)))", "L_X", "L_Z"]
+    monkeypatch.setitem(game.TERM_LABELS, "kl_real", "D_real")
+    assert format_stats(ENTRY).startswith("D_real 0.612  D(e(g(z))) 0.123")
     assert figures.TERM_LABELS is game.TERM_LABELS

@@ -220,8 +220,8 @@ class TrainConfig(Strict):
     seed: int = Field(0, ge=-(2**63), le=2**64 - 1)
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = False
-    #: NHWC memory format for image networks: measured 1.4-2x faster on this CPU for the dcgan
-    #: pair; it changes the layout only, never the numbers a model can represent.
+    #: NHWC memory format for image networks, the layout convolution kernels prefer on CPUs and
+    #: recent GPUs; it changes the layout only, never what a model computes.
     channels_last: bool = True
     checkpoint_every: int = Field(500, ge=1)
     keep_checkpoints: int = Field(3, ge=1)

@@ -27,10 +27,12 @@ from agekit.games.base import Game, GameBatch, GameParts, Phase, Play, StepLosse
 from agekit.util.filters import low_pass
 
 #: The game's terms as the training log names them (``metrics.jsonl`` keys -> labels), in the
-#: order progress lines and study figures show them: D(e(x)), D(e(g(z))), L_X and L_Z.
+#: order progress lines and study figures show them. The keys say ``kl`` after the paper's
+#: divergence whatever divergence is configured, so that every run folder's log reads alike; the
+#: labels name the divergence D of the configuration.
 TERM_LABELS: dict[str, str] = {
-    "kl_real": "KL_real",
-    "kl_fake": "KL_fake",
+    "kl_real": "D(e(x))",
+    "kl_fake": "D(e(g(z)))",
     "data_rec": "L_X",
     "latent_rec": "L_Z",
 }

@@ -45,8 +45,8 @@ from agekit.components import ComponentInputError, Divergence, Prior
 from agekit.games.base import Game, GameBatch, GameParts, Phase, Play, StepLosses
 
 INTROVAE_TERMS: dict[str, str] = {
-    "kl_real": "KL_real",
-    "kl_fake": "KL_fake",
+    "kl_real": "D(e(x))",
+    "kl_fake": "D(e(g(z)))",
     "kl_rec": "KL_rec",
     "data_rec": "L_X",
 }

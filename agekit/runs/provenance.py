@@ -2,8 +2,8 @@
 
 A run's ``config.json``, its checkpoints, its ``eval.json`` and a study's ``study.json`` store
 the same mapping under the key ``"provenance"``, so that a number can be tied to the code that
-produced it. It is never part of the science (:mod:`agekit.config.changes` ignores it): a run made by an
-earlier agekit, or one recorded before provenance existed, is still the same experiment.
+produced it. It is never part of the science (:mod:`agekit.config.changes` ignores it): a run
+made by another agekit version, or one recorded without provenance, is the same experiment.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ the training log ``metrics.jsonl`` (:func:`append_record`, :func:`truncate_recor
 On a terminal, :func:`training_progress` draws a rich bar whose first row (step count, bar,
 elapsed and remaining time) fits in 80 columns, with the latest log record's terms on a row of
 their own. When the stream is not a terminal (a log redirected to a file, a batch job's output),
-it prints plain lines instead, about every tenth of the run: ``step 400/4000  KL_real 0.612 ...
+it prints plain lines instead, about every tenth of the run: ``step 400/4000  D(e(x)) 0.612 ...
 0:01:10  ETA 0:10:30``.
 
 The display never stops training: a write that fails (a closed pipe, a terminal that hung up)
@@ -55,7 +55,7 @@ __all__ = [
 
 
 def format_stats(entry: Mapping[str, Any]) -> str:
-    """A log record's headline terms and throughput: ``KL_real 0.612  L_X 0.456  812 img/s``."""
+    """A log record's headline terms and throughput: ``D(e(x)) 0.612  L_X 0.456  812 img/s``."""
     parts = [f"{label} {entry[key]:.3f}" for key, label in TERM_LABELS.items() if key in entry]
     parts.append(f"{entry['images_per_s']:.0f} img/s")
     return "  ".join(parts)
