@@ -1,22 +1,25 @@
 """Time to quality on mnist5k: AGE against a VAE and an adversarial autoencoder, same wall clock.
 
-Every model gets the same networks (agekit's ``dcgan`` 32 px pair, width 16, M = 16), the same data
-(mnist5k's train split at batch 32), the same optimiser (Adam 2e-4, betas (0.5, 0.999)), the same
-thread count and the same wall-clock budget, run one after the other in this process. Then each is
-scored by agekit's own metrics on the held-out split:
+Every model is a configuration of agekit's registry trained by the same loop (``Trainer.fit``,
+``train.max_minutes`` = ``--minutes``): the same networks (agekit's ``dcgan`` 32 px pair, width
+16, M = 16), the same data (mnist5k's train split at batch 32), the same optimiser (Adam 2e-4,
+betas (0.5, 0.999)), the same thread count and the same wall-clock budget, run one after the
+other in this process. Then each is scored by agekit's own metrics on the held-out split:
 
 - ``sample-quality``: Frechet distance, precision and recall in the features of agekit's
   deterministic mnist5k classifier (2,000 samples against the test split);
-- ``reconstruction``: test L1 of g(e(x)), next to the mean-image baseline.
+- ``reconstruction``: test squared error of g(e(x)), next to the mean-image baseline.
 
-The peers are the textbook objectives (pythae's defaults, written here on the same networks so the
-comparison is about the objective, not the architecture):
+The peers are the registry's ``vae`` and ``aae`` games (docs/games.md) with the textbook
+objectives (pythae's defaults), on a Gaussian prior N(0, I) of the same M, so that the
+comparison is about the objective, not the architecture or the loop:
 
 - VAE (Kingma & Welling 2014): the encoder's 2M outputs are the posterior's mean and log-variance;
-  loss = 0.5 * sum of squared errors + KL(q(z|x) || N(0, I)), per image (pythae's "mse" VAE);
+  loss = 0.5 * sum of squared errors + KL(q(z|x) || N(0, I)), per image (pythae's "mse" VAE):
+  ``data_loss = "l2"`` (the per-element mean) with ``data_weight`` = D/2 (512 at 1x32x32);
 - AAE (Makhzani et al. 2016): deterministic codes, the same reconstruction, plus a latent
-  discriminator (MLP 16-256-256-1) that tells N(0, I) samples from codes; the encoder fools it
-  (weight 1, pythae's default).
+  critic (MLP 16-256-256-1: ``critic_width = 256``, ``critic_depth = 2``) that tells N(0, I)
+  samples from codes; the encoder fools it (``adversarial_weight = 1``, pythae's default).
 
 AGE trains with ``configs/mnist5k.toml``; "AGE-paper" is the same data and networks with the
 ``paper`` recipe's game (the bare eq. 5-6: no margin, no generator data term, lambda 250 and mu 5,
@@ -43,14 +46,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-from torch.nn import functional as F
 
 import agekit
-from agekit.components import DataSource, EvaluationContext, Prior
-from agekit.config import ExperimentConfig, GameConfig, load_config
+from agekit.components import DataSource, EvaluationContext
+from agekit.config import ExperimentConfig, GameConfig, PriorConfig, load_config
 from agekit.config.recipes import RECIPES
-from agekit.datasets.stream import BatchStream
 from agekit.evaluation.batchnorm import reestimate_batchnorm
 from agekit.evaluation.scoring import default_cache_dir
 from agekit.training.trainer import Trainer
@@ -58,109 +58,52 @@ from agekit.training.trainer import Trainer
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "mnist5k.toml"
 
-
-class VAEEncoder(nn.Module):
-    """Wraps a dcgan encoder with 2M raw outputs; ``forward`` gives the posterior mean."""
-
-    def __init__(self, trunk: nn.Module, dim: int) -> None:
-        super().__init__()
-        self.trunk = trunk
-        self.dim = dim
-
-    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        out = self.trunk(x)
-        return out[:, : self.dim], out[:, self.dim :]
-
-    def forward(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
-        return self.posterior(x)[0]
-
-
-def build_pair(data: DataSource, dim: int, encoder_dim: int, width: int) -> tuple[Any, Any, Prior]:
-    """The dcgan pair on a Gaussian prior (identity projection), encoder with ``encoder_dim``.
-
-    Channels-last, as the trainer runs AGE's pair (``train.channels_last``), so that every model
-    gets the same speed per pass.
-    """
-    backbone = agekit.create("backbone", "dcgan", width=width)
-    wide_prior = agekit.create("prior", "gaussian", dim=encoder_dim)
-    encoder = backbone.build(data.shape, encoder_dim, wide_prior).encoder
-    prior = agekit.create("prior", "gaussian", dim=dim)
-    generator = backbone.build(data.shape, dim, prior).generator
-    for net in (encoder, generator):
-        net.to(memory_format=torch.channels_last)
-    return encoder, generator, prior
-
-
-def next_batch(stream: BatchStream) -> Tensor:
-    return stream.next().contiguous(memory_format=torch.channels_last)
-
-
-def adam(modules: list[nn.Module], lr: float) -> torch.optim.Adam:
-    """Adam with the betas AGE trains with here (the config default, (0.5, 0.999))."""
-    return torch.optim.Adam([q for m in modules for q in m.parameters()], lr=lr, betas=(0.5, 0.999))
-
-
-def sum_squared_error(x: Tensor, recon: Tensor) -> Tensor:
-    return 0.5 * (recon - x).square().flatten(1).sum(1).mean()
-
-
-def train_vae(data: DataSource, stream: BatchStream, args: argparse.Namespace) -> dict[str, Any]:
-    trunk, generator, prior = build_pair(data, args.dim, 2 * args.dim, args.width)
-    encoder = VAEEncoder(trunk, args.dim)
-    optimiser = adam([encoder, generator], args.lr)
-    deadline, steps = time.perf_counter() + 60 * args.minutes, 0
-    while time.perf_counter() < deadline:
-        x = next_batch(stream)
-        mean, log_var = encoder.posterior(x)
-        z = mean + torch.randn_like(mean) * torch.exp(0.5 * log_var)
-        kl = 0.5 * (mean.square() + log_var.exp() - 1 - log_var).sum(1).mean()
-        loss = sum_squared_error(x, generator(z)) + kl
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        steps += 1
-    return {"encoder": encoder, "generator": generator, "prior": prior, "steps": steps}
-
-
-def train_aae(data: DataSource, stream: BatchStream, args: argparse.Namespace) -> dict[str, Any]:
-    encoder, generator, prior = build_pair(data, args.dim, args.dim, args.width)
-    critic = nn.Sequential(
-        nn.Linear(args.dim, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 1)
-    )
-    autoencoder = adam([encoder, generator], args.lr)
-    critic_optimiser = adam([critic], args.lr)
-    deadline, steps = time.perf_counter() + 60 * args.minutes, 0
-    while time.perf_counter() < deadline:
-        x = next_batch(stream)
-        codes = encoder(x)
-        fooled = F.binary_cross_entropy_with_logits(critic(codes), torch.ones(x.shape[0], 1))
-        loss = sum_squared_error(x, generator(codes)) + fooled
-        autoencoder.zero_grad(set_to_none=True)
-        loss.backward()
-        autoencoder.step()
-        prior_codes = torch.randn(x.shape[0], args.dim)
-        logits = critic(torch.cat([prior_codes, codes.detach()]))
-        labels = torch.cat([torch.ones(x.shape[0], 1), torch.zeros(x.shape[0], 1)])
-        critic_loss = F.binary_cross_entropy_with_logits(logits, labels)
-        critic_optimiser.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        critic_optimiser.step()
-        steps += 1
-    return {"encoder": encoder, "generator": generator, "prior": prior, "steps": steps}
+#: The AAE's latent critic: two hidden layers of 256 ReLU units (the registry's default is 1000).
+CRITIC_WIDTH = 256
 
 
 def paper_game(config: ExperimentConfig) -> ExperimentConfig:
-    """``config``'s data, networks and budget with the ``paper`` recipe's game and optimiser."""
+    """``config``'s data, networks and budget with the ``paper`` recipe's game."""
     game = RECIPES["paper"]["game"]
     paper = config.model_copy(deep=True)
     paper.game = GameConfig.model_validate(game)
     return paper
 
 
-def train_age(config: ExperimentConfig, args: argparse.Namespace, folder: str) -> dict[str, Any]:
+def peer_game(config: ExperimentConfig, game: str, data_size: int) -> ExperimentConfig:
+    """``config``'s data, networks and optimiser with registry game ``game`` (``vae`` or ``aae``)
+    on N(0, I) of the same M, reconstructing with 0.5 * the per-image sum of squared errors.
+
+    ``l2`` averages over an image's ``data_size`` pixels, so ``data_weight`` = ``data_size`` / 2
+    makes the data term 0.5 * SSE, pythae's "mse" reconstruction (the games' default weight,
+    ``data_size``, would give the whole SSE)."""
+    options: dict[str, Any] = {"data_weight": data_size / 2}
+    if game == "aae":
+        options.update(adversarial_weight=1.0, critic_width=CRITIC_WIDTH, critic_depth=2)
+    peer = config.model_copy(deep=True)
+    peer.prior = PriorConfig(name="gaussian", dim=config.prior.dim)
+    peer.game = GameConfig.model_validate(
+        {"name": game, "options": options, "data_loss": {"name": "l2"}}
+    )
+    return peer
+
+
+def configurations(config: ExperimentConfig, data: DataSource) -> dict[str, ExperimentConfig]:
+    """Each benchmarked model's configuration, by the name the table gives it."""
+    data_size = math.prod(data.shape)
+    return {
+        "AGE": config,
+        "AGE-paper": paper_game(config),
+        "VAE": peer_game(config, "vae", data_size),
+        "AAE": peer_game(config, "aae", data_size),
+    }
+
+
+def train(config: ExperimentConfig, args: argparse.Namespace, folder: str) -> dict[str, Any]:
+    """``config`` trained by the Trainer for ``args.minutes`` of wall clock on the CPU."""
     config = config.model_copy(deep=True)
     config.train.max_minutes = args.minutes
-    config.train.steps = 10**9
+    config.train.steps = 10**9  # the wall clock stops every run
     config.train.device = "cpu"
     config.train.seed = args.seed
     config.train.checkpoint_every = config.train.image_every = 10**9
@@ -193,9 +136,9 @@ def score(trained: dict[str, Any], data: DataSource, seed: int) -> dict[str, flo
     )
     # As agekit.evaluation.scoring does: generator statistics for what each metric decodes.
     statistics.load(trained["generator"], "prior")
-    quality = agekit.create("metric", "sample-quality")(context)
+    quality = agekit.create("metric", "sample-quality")(context).values
     statistics.load(trained["generator"], "codes")
-    recon = agekit.create("metric", "reconstruction")(context)
+    recon = agekit.create("metric", "reconstruction")(context).values
     return {
         "steps": trained["steps"],
         "fd": quality["fd_classifier"],
@@ -211,7 +154,6 @@ def score(trained: dict[str, Any], data: DataSource, seed: int) -> dict[str, flo
     }
 
 
-MODELS = ("AGE", "AGE-paper", "VAE", "AAE")
 COLUMNS = ("steps", "fd", "recall", "speckle", "pixel_recall", "class_kl", "test_mse", "label_acc")
 
 
@@ -222,30 +164,22 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     config = load_config(CONFIG)
-    args.dim = config.prior.dim
-    args.width = config.backbone.options["width"]
-    args.lr = config.optim.lr
     batch = config.data.batch_size
     data = agekit.create("dataset", config.data.name, **config.data.options)
+    models = configurations(config, data)
     print(
-        f"mnist5k, dcgan width {args.width}, M = {args.dim}, batch {batch}, "
-        f"{args.minutes:g} min per model, seeds {args.seeds}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads"
+        f"mnist5k, dcgan width {config.backbone.options['width']}, M = {config.prior.dim}, "
+        f"batch {batch}, {args.minutes:g} min per model, seeds {args.seeds}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in MODELS}
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in models}
     for seed in args.seeds:
         args.seed = seed
-        for name in MODELS:
+        for name, model in models.items():
             torch.manual_seed(seed)
             started = time.perf_counter()
-            if name.startswith("AGE"):
-                game = config if name == "AGE" else paper_game(config)
-                with tempfile.TemporaryDirectory() as folder:
-                    trained = train_age(game, args, folder)
-            else:
-                stream = BatchStream(data, batch, torch.device("cpu"), seed=seed)
-                trainer = train_vae if name == "VAE" else train_aae
-                trained = trainer(data, stream, args)
+            with tempfile.TemporaryDirectory() as folder:
+                trained = train(model, args, folder)
             row = score(trained, data, seed)
             row["train_s"] = time.perf_counter() - started
             results[name].append(row)

@@ -10,6 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
+import agekit
+from agekit.config import load_config
+from agekit.games.aae import AAEPlay
+from agekit.games.vae import GaussianEncoder, VAEPlay
+from agekit.model import build_model
+
 GPU_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.py"
 
 
@@ -62,3 +68,46 @@ def test_knn_gradient_benchmark_quick_mode_runs(
         torch.set_num_threads(previous)
     out = capsys.readouterr().out
     assert "4 near" in out and "cos(knn, gauss)" in out
+
+
+def test_time_to_quality_peers_are_registry_games_with_the_textbook_objectives() -> None:
+    # benchmarks/time_to_quality.py trains every model through the Trainer; its VAE and AAE
+    # configurations must keep pythae's objectives: 0.5 * the per-image sum of squared errors
+    # plus the KL (VAE) or plus the non-saturating fool term of a 16-256-256-1 critic (AAE).
+    script = runpy.run_path(
+        str(Path(__file__).resolve().parents[1] / "benchmarks" / "time_to_quality.py")
+    )
+    config = load_config(script["CONFIG"])
+    data = agekit.create("dataset", config.data.name, **config.data.options)
+    models = script["configurations"](config, data)
+    assert list(models) == ["AGE", "AGE-paper", "VAE", "AAE"]
+    torch.manual_seed(0)
+    x = torch.rand(4, *data.shape) * 2 - 1
+    for name in ("VAE", "AAE"):
+        peer = models[name]
+        assert (peer.prior.name, peer.prior.dim) == ("gaussian", config.prior.dim)
+        assert (peer.backbone, peer.data, peer.optim) == (
+            config.backbone,
+            config.data,
+            config.optim,
+        )
+        model = build_model(peer, torch.device("cpu"))
+        encoder, generator = model.pair.encoder, model.pair.generator
+        with torch.no_grad():
+            if name == "VAE":
+                assert isinstance(model.game, VAEPlay) and isinstance(encoder, GaussianEncoder)
+                noise = torch.randn(4, config.prior.dim)
+                loss = model.game.losses(x, noise).loss
+                mean, log_var = encoder.posterior(x)
+                z = mean + noise * torch.exp(0.5 * log_var)
+                extra = 0.5 * (mean.square() + log_var.exp() - 1 - log_var).sum(1).mean()
+            else:
+                critic = model.networks["critic"]
+                linears = [m for m in critic.modules() if isinstance(m, torch.nn.Linear)]
+                assert [m.out_features for m in linears] == [256, 256, 1]
+                assert isinstance(model.game, AAEPlay)
+                loss = model.game.autoencoder_step(x).loss
+                z = encoder(x)
+                extra = torch.nn.functional.softplus(-critic(z)).mean()
+            expected = 0.5 * (generator(z) - x).square().flatten(1).sum(1).mean() + extra
+        assert torch.allclose(loss, expected, rtol=1e-5)

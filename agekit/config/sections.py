@@ -162,7 +162,11 @@ class GameConfig(Strict):
                 f"data_weight, ...), not under [game.options]: got {sorted(self.options)}"
             )
         if self.game_name not in ("age", "regression"):
-            stray = sorted(AGE_KEYS & self.model_fields_set)
+            # A key at its default says nothing (a saved configuration lists every default);
+            # a key set to anything else would be silently ignored by another game.
+            stray = sorted(
+                key for key in AGE_KEYS if getattr(self, key) != type(self).model_fields[key].default
+            )
             if stray:
                 raise ValueError(
                     f"{', '.join(stray)} {'is an option' if len(stray) == 1 else 'are options'}"
