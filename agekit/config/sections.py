@@ -165,7 +165,9 @@ class GameConfig(Strict):
             # A key at its default says nothing (a saved configuration lists every default);
             # a key set to anything else would be silently ignored by another game.
             stray = sorted(
-                key for key in AGE_KEYS if getattr(self, key) != type(self).model_fields[key].default
+                key
+                for key in AGE_KEYS
+                if getattr(self, key) != type(self).model_fields[key].default
             )
             if stray:
                 raise ValueError(
