@@ -56,7 +56,12 @@ def annealing_schedule(steps: int, kind: Schedule = "sigmoid", radius: float = 4
 
 @dataclass(frozen=True)
 class HMCSettings:
-    """One HMC move per intermediate distribution; the defaults are Wu et al.'s (``AISPath``).
+    """One HMC move per intermediate distribution; Wu et al.'s settings (``AISPath``) except one.
+
+    ``initial_step`` is 0.1 where Wu et al. start at 0.01: at their 10,000 steps the adaptation
+    has time to grow the step, at the few hundred steps affordable on a CPU chains that start with
+    tiny steps lag behind the annealing (on a 64-d PPCA model at 500 steps: -55 nats against the
+    exact value from 0.01, -8 from 0.1).
 
     The step size is adapted after every move: multiplied by ``step_increase`` while the smoothed
     acceptance rate exceeds ``target_acceptance``, by ``step_decrease`` otherwise, within
@@ -66,7 +71,7 @@ class HMCSettings:
     """
 
     leapfrog: int = 10
-    initial_step: float = 0.01
+    initial_step: float = 0.1
     target_acceptance: float = 0.65
     step_increase: float = 1.02
     step_decrease: float = 0.98
