@@ -23,6 +23,7 @@ from agekit.components import (
     ComponentInputError,
     Divergence,
     Encoder,
+    EncoderGenerator,
     Generator,
     Prior,
     ReconstructionLoss,
@@ -142,10 +143,7 @@ class Game(ABC):
         """The networks the game trains, built from the configuration's backbone: ``encoder``
         (data -> the prior's space, its forward the code a user gets) and ``generator``, plus any
         the game adds (a discriminator)."""
-        if condition_shape is None:
-            pair = backbone.build(data_shape, prior.dim, prior)
-        else:
-            pair = backbone.build(data_shape, prior.dim, prior, condition_shape=condition_shape)
+        pair = build_pair(backbone, data_shape, prior, condition_shape)
         return {"encoder": pair.encoder, "generator": pair.generator}
 
     def optimisers(self) -> dict[str, tuple[str, ...]]:
@@ -154,6 +152,19 @@ class Game(ABC):
 
     @abstractmethod
     def bind(self, parts: GameParts) -> Play: ...
+
+
+def build_pair(
+    backbone: Backbone,
+    data_shape: Sequence[int],
+    prior: Prior,
+    condition_shape: Sequence[int] | None,
+) -> EncoderGenerator:
+    """``backbone``'s pair at ``prior.dim``; a condition is passed only when there is one
+    (unconditional backbones refuse the keyword)."""
+    if condition_shape is None:
+        return backbone.build(data_shape, prior.dim, prior)
+    return backbone.build(data_shape, prior.dim, prior, condition_shape=condition_shape)
 
 
 def refuse_sphere(game: str, prior: Prior) -> None:

@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from agekit.components import Backbone, EncoderGenerator, Prior, ReconstructionLoss
+from agekit.components import Backbone, ReconstructionLoss
+from agekit.games.base import build_pair
 from agekit.priors.standard import GaussianPrior
 
 __all__ = [
@@ -22,19 +23,6 @@ __all__ = [
     "mlp_critic",
     "resolve_data_weight",
 ]
-
-
-def build_pair(
-    backbone: Backbone,
-    data_shape: Sequence[int],
-    prior: Prior,
-    condition_shape: Sequence[int] | None,
-) -> EncoderGenerator:
-    """``backbone``'s pair at ``prior.dim``; a condition is passed only when there is one, as
-    :meth:`agekit.games.base.Game.networks` does (unconditional backbones refuse the keyword)."""
-    if condition_shape is None:
-        return backbone.build(data_shape, prior.dim, prior)
-    return backbone.build(data_shape, prior.dim, prior, condition_shape=condition_shape)
 
 
 def feature_encoder(
