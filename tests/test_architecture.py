@@ -5,6 +5,7 @@ be swapped without touching the rest of a run's configuration."""
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -90,6 +91,31 @@ def test_no_import_cycles_not_even_inside_functions() -> None:
     modules = _modules()
     graph = {name: _imports(name, path, modules) for name, path in modules.items()}
     assert _cycles(graph) == []
+
+
+FIRST_IMPORT = """
+import importlib, sys
+bad = []
+for name in sys.argv[1:]:
+    for loaded in [m for m in sys.modules if m == "agekit" or m.startswith("agekit.")]:
+        del sys.modules[loaded]
+    try:
+        importlib.import_module(name)
+    except Exception as exc:
+        bad.append(f"{name}: {type(exc).__name__}: {exc}")
+print("\\n".join(bad))
+"""
+
+
+def test_every_module_imports_first() -> None:
+    # A package's __init__ runs before any of its modules: a cycle through it (a module that
+    # imports a package whose __init__ imports, in turn, that module) breaks only when the module
+    # is the first agekit import of a process, which the graph above cannot see.
+    names = [name for name in _modules() if not name.endswith("__main__")]
+    found = subprocess.run(
+        [sys.executable, "-c", FIRST_IMPORT, *names], capture_output=True, text=True, check=True
+    )
+    assert found.stdout.strip() == ""
 
 
 def test_the_cycle_finder_sees_an_import_inside_a_function() -> None:
