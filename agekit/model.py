@@ -25,7 +25,7 @@ from agekit.datasets.validation import hold_out_validation
 from agekit.evaluation.batchnorm import EvaluationStatistics, estimate_statistics
 from agekit.games.adversary import check_adaptive_adversary
 from agekit.games.base import Game, GameParts, Play
-from agekit.resolve import Resolver
+from agekit.resolve import Resolver, built_networks
 from agekit.runs import checkpoint as ckpt
 from agekit.training.devices import DeviceUnavailable, resolve_device
 
@@ -83,7 +83,7 @@ def build_model(
     """The configuration's components, assembled on ``device``. ``check_adversary`` refuses an
     adaptive-adversary threshold that the divergence exceeds at the prior (training would drive
     its weight to 0); a trained run's saved configuration is rebuilt without that check."""
-    if check_adversary and config.game.adaptive_adversary is not None:
+    if check_adversary and config.game.game_name == "age" and config.game.adaptive_adversary:
         check_adaptive_adversary(config, "configuration")
     torch.manual_seed(config.train.seed)
     resolver = Resolver()
@@ -92,9 +92,7 @@ def build_model(
     if config.data.heldout == "validation":
         data = hold_out_validation(data, config.data.validation_fraction)
     game = resolver.component(config, "game")
-    networks = game.networks(
-        resolver.component(config, "backbone"), data.shape, prior, data.condition_shape
-    )
+    networks = built_networks(game, resolver.component(config, "backbone"), data, prior)
     for network in networks.values():
         network.to(device)
     parts = GameParts(

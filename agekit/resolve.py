@@ -13,10 +13,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agekit.config.sections import AGE_KEYS, Component, ConfigError, ExperimentConfig
 from agekit.registry import REGISTRY, SECTION_KINDS, RegistryError, validate_options
+
+if TYPE_CHECKING:
+    from torch import nn
+
+#: The tables a game's networks depend on.
+NETWORK_SECTIONS = ("game", "backbone", "data", "prior")
 
 #: What building a component may raise for a bad configuration (as opposed to a bug): caught and
 #: reported with the key that named it.
@@ -123,11 +129,15 @@ class Resolver:
             built["data"],
         )
         self._check_support(config, where, prior, divergence, game)
-        self._check_batch(config, where, quiet=False)
+        if game.uses_divergence:
+            self._check_batch(config, where, quiet=False)
         self.build(
             where,
             "backbone",
-            ("networks", *(section_options(config, s) for s in ("backbone", "data", "prior"))),
+            (
+                "networks",
+                *(section_options(config, s) for s in ("game", "backbone", "data", "prior")),
+            ),
             lambda: game.networks(built["backbone"], data.shape, prior, data.condition_shape),
         )
         self._check_train_size(config, where, data)
@@ -206,3 +216,16 @@ def train_size(data: Any) -> int | None:
         return int(tensors[0].shape[0])
     split = data.split("train")
     return len(split) if hasattr(split, "__len__") else None
+
+
+def built_networks(game: Any, backbone: Any, data: Any, prior: Any) -> dict[str, nn.Module]:
+    """``game``'s networks for ``data`` and ``prior``, with its optimisers checked against them:
+    every optimiser names networks the game builds, none is stepped by two optimisers, and no
+    network takes a name the checkpoint keeps for the loop's own state."""
+    from agekit.games.base import check_networks  # torch: see Resolver._adversary
+
+    networks: dict[str, nn.Module] = game.networks(
+        backbone, data.shape, prior, data.condition_shape
+    )
+    check_networks(type(game).__name__, networks, game.optimisers())
+    return networks

@@ -31,7 +31,19 @@ from agekit.components import (
 
 #: Checkpoint keys a network may not be named after (they hold the loop's own state).
 RESERVED_NETWORK_NAMES = frozenset(
-    {"format", "step", "epoch", "elapsed", "lr_scale", "stream", "rng", "config", "game_state"}
+    {
+        "format",
+        "step",
+        "epoch",
+        "elapsed",
+        "lr_scale",
+        "stream",
+        "rng",
+        "config",
+        "provenance",
+        "batchnorm_statistics",
+        "adversary_weight",
+    }
 )
 
 
@@ -165,6 +177,28 @@ def build_pair(
     if condition_shape is None:
         return backbone.build(data_shape, prior.dim, prior)
     return backbone.build(data_shape, prior.dim, prior, condition_shape=condition_shape)
+
+
+def check_networks(
+    game: str, networks: Mapping[str, nn.Module], optimisers: Mapping[str, Sequence[str]]
+) -> None:
+    """A game's networks and optimisers fit the trainer and the checkpoint (ValueError, naming
+    the game, when not)."""
+    missing = {"encoder", "generator"} - set(networks)
+    reserved = sorted(
+        name for name in networks if name in RESERVED_NETWORK_NAMES or name.startswith("opt_")
+    )
+    unknown = sorted({net for nets in optimisers.values() for net in nets} - set(networks))
+    stepped = [net for nets in optimisers.values() for net in nets]
+    twice = sorted({net for net in stepped if stepped.count(net) > 1})
+    for problem, names in (
+        ("builds no", sorted(missing)),
+        ("names networks after the checkpoint's own keys:", reserved),
+        ("has optimisers over networks it does not build:", unknown),
+        ("steps networks with two optimisers:", twice),
+    ):
+        if names:
+            raise ValueError(f"game {game} {problem} {', '.join(names)}")
 
 
 def refuse_sphere(game: str, prior: Prior) -> None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import ClassVar
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from agekit.components import Generator, ReconstructionLoss
 from agekit.games.base import Game, GameBatch, GameParts, Phase, Play, StepLosses
@@ -29,6 +29,19 @@ class RegressionObjective(Play):
 
     def phases(self) -> list[Phase]:
         return [Phase("generator", self._phase, label="regression_l1")]
+
+    def with_networks(
+        self,
+        encoder: nn.Module,
+        generator: nn.Module,
+        trained_encoder: nn.Module | None = None,
+        trained_generator: nn.Module | None = None,
+        gather: Callable[[Tensor], Tensor] | None = None,
+    ) -> RegressionObjective:
+        """The same objective on a trainer's wrapped generator (DDP, compile)."""
+        del encoder, trained_encoder, gather
+        trained = generator if trained_generator is None else trained_generator
+        return RegressionObjective(trained, self.data_loss)  # type: ignore[arg-type]
 
     def _phase(self, batch: GameBatch) -> StepLosses:
         return self.generator_step(batch.sample_z(batch.size), batch.x, batch.condition)

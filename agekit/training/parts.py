@@ -125,6 +125,7 @@ class TrainingParts:
             self._bound = self._wrapped_play(gather)
         if self._pending_game_state is not None:
             self._bound.load_state_dict(self._pending_game_state)
+            self._pending_game_state = None  # it holds a whole checkpoint's tensors
         return self._bound
 
     def _wrapped_play(self, gather: Callable[[Tensor], Tensor] | None) -> Play:

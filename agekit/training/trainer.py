@@ -146,9 +146,10 @@ class Trainer(TrainingParts):
         for name, opt in self.optimisers.items():
             opt.load_state_dict(state[f"opt_{name}"])
         # The game's own state (AGE's adversary weight) goes to the play when it is bound.
-        self._pending_game_state = dict(state)
         if self._bound is not None:
             self._bound.load_state_dict(state)
+        else:
+            self._pending_game_state = dict(state)
         self.stream.load_state_dict(state["stream"])
         ckpt.restore_rng_state(state["rng"], self.z_generator)
 
