@@ -83,7 +83,7 @@ def build_model(
     """The configuration's components, assembled on ``device``. ``check_adversary`` refuses an
     adaptive-adversary threshold that the divergence exceeds at the prior (training would drive
     its weight to 0); a trained run's saved configuration is rebuilt without that check."""
-    if check_adversary and config.game.game_name == "age" and config.game.adaptive_adversary:
+    if check_adversary:
         check_adaptive_adversary(config, "configuration")
     torch.manual_seed(config.train.seed)
     resolver = Resolver()

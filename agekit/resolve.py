@@ -119,8 +119,7 @@ class Resolver:
         from agekit.games.adversary import check_adaptive_adversary
         from agekit.training.devices import check_device
 
-        if config.game.game_name == "age" and config.game.adaptive_adversary is not None:
-            check_adaptive_adversary(config, where)
+        check_adaptive_adversary(config, where)
         built = {section: self.component(config, section, where) for section in SECTION_KINDS}
         prior, divergence, game, data = (
             built["prior"],

@@ -22,10 +22,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.out:
         overrides["out_dir"] = args.out
     config = load_config(args.config, overrides)
-    if config.game.adaptive_adversary is not None:
-        from agekit.games.adversary import check_adaptive_adversary
+    from agekit.games.adversary import check_adaptive_adversary
 
-        check_adaptive_adversary(config, str(args.config))
+    check_adaptive_adversary(config, str(args.config))
     try:
         # Under torchrun (WORLD_SIZE > 1) the trainer joins the process group; rank 0 reports.
         try:

@@ -165,7 +165,7 @@ def check_adaptive_adversary(config: ExperimentConfig, source: str) -> None:
     take, are left to the checks that report them.
     """
     adaptive = config.game.adaptive_adversary
-    if adaptive is None:
+    if adaptive is None or config.game.game_name != "age":  # only the age game plays it
         return
     key = "game.adaptive_adversary.threshold"
     try:

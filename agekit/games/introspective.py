@@ -42,13 +42,15 @@ import torch
 from torch import Tensor
 
 from agekit.components import ComponentInputError, Divergence, Prior
+from agekit.games.age import TERM_LABELS
 from agekit.games.base import Game, GameBatch, GameParts, Phase, Play, StepLosses
 
+#: AGE's labels for the terms the games share, so that every game's log reads alike.
 INTROVAE_TERMS: dict[str, str] = {
-    "kl_real": "D(e(x))",
-    "kl_fake": "D(e(g(z)))",
+    "kl_real": TERM_LABELS["kl_real"],
+    "kl_fake": TERM_LABELS["kl_fake"],
     "kl_rec": "KL_rec",
-    "data_rec": "L_X",
+    "data_rec": TERM_LABELS["data_rec"],
 }
 SOFT_INTROVAE_TERMS: dict[str, str] = {**INTROVAE_TERMS, "exp_elbo_fake": "expELBO_fake"}
 
