@@ -217,3 +217,31 @@ def test_priors_without_a_standard_normal_path_are_refused() -> None:
     context = toy_context(_images(), None, TinyImageGenerator(3), UniformCube(3))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="gaussian and sphere priors"):
         LogLikelihood(n_images=2, chains=2, steps=2, sigma=0.5)(context)
+
+
+def test_a_crop_scores_the_central_pixels_only() -> None:
+    # A linear-Gaussian generator of 4x4 images; with crop = 2 the observation model covers the
+    # central 2x2 pixels, whose marginal is the PPCA of those rows of W (closed form).
+    model = PPCA(latent=2, dim=16, sigma=0.2, n=12, seed=3)
+    images = model.x.float().reshape(-1, 1, 4, 4)
+    data = TensorData((images, torch.zeros(12)), (images, torch.zeros(12)))
+    generator = LinearGenerator(model.W.float(), model.b.float())
+
+    class ImageShaped(Generator):
+        def forward(self, z: Tensor, condition: Tensor | None = None) -> Tensor:
+            return generator(z).reshape(-1, 1, 4, 4)
+
+    context = toy_context(data, None, ImageShaped(), GaussianPrior(2))  # type: ignore[arg-type]
+    # the metric scores [0, 1] pixels, (x + 1) / 2: sigma 0.1 there is the model's 0.2
+    metric = LogLikelihood(n_images=12, chains=8, steps=200, sigma=0.1, dequantize=False, crop=2)
+    result = metric(context)
+    central = torch.tensor([5, 6, 9, 10])
+    W, b = model.W[central] / 2, (model.b[central] + 1) / 2
+    cov = (W @ W.T).numpy() + 0.1**2 * np.eye(4)
+    x = (model.x[:, central] + 1) / 2
+    truth = float(multivariate_normal(b.numpy(), cov).logpdf(x.numpy()).mean())
+    # 200 AIS steps on a 2-D latent: the PPCA test above holds the estimate within 0.5 nats
+    assert abs(result.values["log_likelihood_nats"] - truth) <= 0.5
+    assert result.protocol["pixels"] == "central 2x2 crop"
+    with pytest.raises(ValueError, match="crop 5 is larger than the 4x4 images"):
+        LogLikelihood(n_images=2, chains=2, steps=2, sigma=0.1, crop=5)(context)

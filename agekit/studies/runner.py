@@ -256,13 +256,13 @@ def _future_rungs(spec: StudySpec, runs: list[PlannedRun]) -> list[tuple[str, in
     future = []
     for setting in spec.settings:
         count, work = 0, 0.0
-        tuning = setting.tuning
-        if tuning is None or tuning.halving is None:
+        if setting.tuning is None or setting.tuning.halving is None:
             continue
         cells = {r.cell: r for r in runs if r.setting == setting.name and r.phase == "final"}
         for cell, final in cells.items():
             if any(r.tunes == cell and r.phase == "tune" and not r.rung for r in runs):
                 continue
+            tuning = spec.cell_tuning(setting, final.axis_values) or setting.tuning
             promoted = tuning.promoted_count() * len(tuning.seeds)
             count += promoted
             work += promoted * run_work(final)

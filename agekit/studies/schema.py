@@ -6,11 +6,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from agekit.config import Component, Strict
+from agekit.studies.planned import value_label
 from agekit.studies.tuning import Tuning, require_values
 
 #: A name that names a folder: no path separator, no leading dot (so neither ".." nor a hidden
@@ -52,6 +54,23 @@ class Profile(Strict):
     seeds: list[int] | None = None
     #: Per setting name, keys of its ``[settings.tuning]`` table to replace (e.g. more trials).
     tuning: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: Per setting name, the metrics that replace the setting's (e.g. a metric's full protocol).
+    metrics: dict[str, list[str | MetricSpec]] = Field(default_factory=dict)
+
+
+class Arm(Strict):
+    """What one value of an axis brings with it, beyond the value itself: the keys its runs set
+    and, per tuned setting, the tuning keys it replaces. An arm is how a study crosses components
+    that each need their own settings (a game's own options and its own search space)."""
+
+    #: Dotted keys applied to every run of the arm, after the axis value.
+    set: dict[str, Any] = Field(default_factory=dict)
+    #: Dotted keys per setting name, after ``set``.
+    settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: Per setting name, keys of its ``[settings.tuning]`` table to replace for this arm's cells
+    #: (e.g. its own ``space``; the trial count and halving should stay the study's, so that
+    #: every arm gets the same budget).
+    tuning: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class Reference(Strict):
@@ -82,8 +101,78 @@ class StudySpec(Strict):
     optional: list[str] = Field(default_factory=list)
     #: Published numbers to print beside the study's own.
     references: list[Reference] = Field(default_factory=list)
+    #: Per axis key, per value (as written in the axis), that value's own keys and search space.
+    arms: dict[str, dict[str, Arm]] = Field(default_factory=dict)
+    #: Per axis key, the value every other value of that axis is compared with (a many-to-one
+    #: design: k - 1 comparisons per setting instead of k (k - 1) / 2, so Holm's family is
+    #: smaller). Without it every pair of cells is compared.
+    compare_to: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("axes")
     @classmethod
     def _non_empty_axes(cls, axes: dict[str, list[Any]]) -> dict[str, list[Any]]:
         return require_values(axes, "axis")
+
+    @model_validator(mode="after")
+    def _arms_name_axis_values(self) -> StudySpec:
+        for where, keys in (("arms", self.arms), ("compare_to", self.compare_to)):
+            unknown = sorted(set(keys) - set(self.axes))
+            if unknown:
+                raise ValueError(f"{where}: {unknown} are not axes; axes: {sorted(self.axes)}")
+        for key, arms in self.arms.items():
+            labels = {value_label(v) for v in self.axes[key]}
+            strays = sorted(set(arms) - labels)
+            if strays:
+                raise ValueError(
+                    f"arms.{key!r}: {strays} are not values of the axis; its values: "
+                    f"{sorted(labels)}"
+                )
+        for key, value in self.compare_to.items():
+            if value_label(value) not in {value_label(v) for v in self.axes[key]}:
+                raise ValueError(
+                    f"compare_to.{key!r}: {value!r} is not a value of the axis {self.axes[key]}"
+                )
+        settings = {s.name for s in self.settings} or {self.name}
+        for key, arms in self.arms.items():
+            for label, arm in arms.items():
+                unknown = sorted((set(arm.settings) | set(arm.tuning)) - settings)
+                if unknown:
+                    raise ValueError(f"arms.{key!r}.{label}: unknown settings {unknown}")
+                untuned = sorted(
+                    s.name for s in self.settings if s.name in arm.tuning and s.tuning is None
+                )
+                if untuned:
+                    raise ValueError(
+                        f"arms.{key!r}.{label}.tuning: settings {untuned} have no "
+                        "[settings.tuning] table to change"
+                    )
+        for setting in self.settings:
+            for axis in self.arms:
+                for value in self.axes[axis]:
+                    self.cell_tuning(setting, ((axis, value),))  # the arm's space validates
+        return self
+
+    def arm_keys(
+        self, setting: str, axis_values: Sequence[tuple[str, Any]]
+    ) -> list[tuple[str, Any]]:
+        """The dotted keys a cell's arms set, in axis order (each arm's ``set``, then its keys
+        for ``setting``)."""
+        keys: list[tuple[str, Any]] = []
+        for axis, value in axis_values:
+            arm = self.arms.get(axis, {}).get(value_label(value))
+            if arm is not None:
+                keys += [*arm.set.items(), *arm.settings.get(setting, {}).items()]
+        return keys
+
+    def cell_tuning(
+        self, setting: Setting, axis_values: Sequence[tuple[str, Any]]
+    ) -> Tuning | None:
+        """``setting``'s tuning with the replacements of the cell's arms (ValidationError when a
+        replacement is not a valid tuning table)."""
+        tuning = setting.tuning
+        for axis, value in axis_values:
+            arm = self.arms.get(axis, {}).get(value_label(value))
+            changes = arm.tuning.get(setting.name) if arm is not None else None
+            if changes and tuning is not None:
+                tuning = Tuning.model_validate({**tuning.model_dump(), **changes})
+        return tuning

@@ -75,10 +75,16 @@ def effective_spec(spec: StudySpec, source: str, profile: str | None) -> StudySp
         known = ", ".join(sorted(spec.profiles)) or "(none)"
         raise ConfigError(f"{source}: no profile {profile!r}; profiles: {known}")
     replacements = spec.profiles[profile].tuning
-    if not replacements:
+    metrics = spec.profiles[profile].metrics
+    unknown = set(metrics) - {s.name for s in spec.settings}
+    if unknown:
+        raise ConfigError(f"{source}: profiles.{profile}.metrics: unknown {sorted(unknown)}")
+    if not replacements and not metrics:
         return spec
     settings = []
     for setting in spec.settings:
+        if setting.name in metrics:
+            setting = setting.model_copy(update={"metrics": metrics[setting.name]})
         changes = replacements.get(setting.name)
         if changes and setting.tuning is None:
             raise ConfigError(
@@ -129,7 +135,7 @@ def plan(
         overrides = _profile_overrides(chosen, setting.name)
         seeds = chosen.seeds if chosen and chosen.seeds else setting.seeds or spec.seeds
         _refuse_tuning_seeds(setting, seeds, source)
-        runs += _setting_runs(builder, setting, axes, seeds, overrides)
+        runs += _setting_runs(builder, setting, axes, seeds, overrides, source)
     _refuse_unmeasured_primaries(settings, runs, source)
     ids = [r.run_id for r in runs]
     repeated = next((i for i in ids if ids.count(i) > 1), None)
@@ -147,19 +153,25 @@ def _setting_runs(
     axes: dict[str, list[Any]],
     seeds: Sequence[int],
     overrides: Sequence[tuple[str, Any]],
+    source: str,
 ) -> list[PlannedRun]:
     """One setting's runs, cell by cell: a tuned cell's tuning runs, then its runs at ``seeds``
-    (with the tuning's choice once it is made)."""
+    (with the tuning's choice once it is made). A cell's arms add their keys after the axis
+    values and before the profile's (``overrides``), and may replace its tuning's keys."""
     runs: list[PlannedRun] = []
     axis_keys = list(axes)
     for combo in itertools.product(*(axes[key] for key in axis_keys)):
         axis_values = tuple(zip(axis_keys, combo, strict=True))
         cell = cell_name(setting.name, axis_values)
+        keys = [*builder.spec.arm_keys(setting.name, axis_values), *overrides]
+        try:
+            tuning = builder.spec.cell_tuning(setting, axis_values)
+        except ValidationError as exc:
+            where = f"{source} (settings {setting.name!r}, cell {cell!r}: its arms' tuning)"
+            raise ConfigError(format_errors(exc, where)) from None
         choice = None
-        if setting.tuning is not None:
-            tune_runs, choice = builder.tuning(
-                setting, setting.tuning, cell, axis_values, overrides
-            )
+        if tuning is not None:
+            tune_runs, choice = builder.tuning(setting, tuning, cell, axis_values, keys)
             runs += tune_runs
         chosen = choice.values if choice else ()
         for seed in seeds:
@@ -169,9 +181,9 @@ def _setting_runs(
                     cell,
                     seed,
                     axis_values,
-                    [*overrides, *chosen],
+                    [*keys, *chosen],
                     grid_values=chosen,
-                    awaiting_tuning=setting.tuning is not None and choice is None,
+                    awaiting_tuning=tuning is not None and choice is None,
                 )
             )
     return runs

@@ -174,6 +174,7 @@ def summarise(
     records: list[dict[str, Any]],
     directions: Mapping[str, str],
     primaries: Mapping[str, str] | None = None,
+    compare_to: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Per cell and metric key: n, mean, 95 % interval and the values by seed; per setting, every
     pair of cells compared on every key they share.
@@ -183,10 +184,12 @@ def summarise(
     Without any primary, the family is every comparison of a key whose direction is "lower" or
     "higher" (a wide family: declare primaries to test a question). ``records`` are the runs'
     evaluation records (``setting``, ``cell``, ``train_seed``, ``metrics``); ``directions`` maps
-    'metric.key' to "lower", "higher" or "reference".
+    'metric.key' to "lower", "higher" or "reference". ``compare_to`` (axis key -> value) keeps
+    only the comparisons of a cell with the cell that differs from it in that axis alone, where
+    the axis takes that value (``b``, the reference; a many-to-one design).
     """
     cells = _cells(records)
-    comparisons = _comparisons(cells)
+    comparisons = _comparisons(cells, dict(compare_to or {}))
     primaries = dict(primaries or {})
     _holm(comparisons, directions, primaries)
     return {
@@ -209,7 +212,10 @@ def _cells(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             by_cell[(record["setting"], record["cell"])][key][record["train_seed"]] = value
     cells: dict[str, dict[str, Any]] = {}
     for (setting, cell), metrics in sorted(by_cell.items()):
-        entry: dict[str, Any] = {"setting": setting, "metrics": {}}
+        axes: dict[str, Any] = next(
+            (r.get("axes", {}) for r in records if (r["setting"], r["cell"]) == (setting, cell)), {}
+        )
+        entry: dict[str, Any] = {"setting": setting, "axes": axes, "metrics": {}}
         for key, values in sorted(metrics.items()):
             mean, low, high = mean_ci(list(values.values()))
             entry["metrics"][key] = {
@@ -222,13 +228,16 @@ def _cells(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return cells
 
 
-def _comparisons(cells: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per setting, every pair of its cells compared on every key both measured."""
+def _comparisons(
+    cells: dict[str, dict[str, Any]], compare_to: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Per setting, every pair of its cells (or, with ``compare_to``, every cell and its
+    reference) compared on every key both measured."""
     comparisons = []
     settings = sorted({entry["setting"] for entry in cells.values()})
     for setting in settings:
         names = [c for c, e in cells.items() if e["setting"] == setting]
-        for first, second in itertools.combinations(names, 2):
+        for first, second in _pairs(names, cells, compare_to):
             shared = set(cells[first]["metrics"]) & set(cells[second]["metrics"])
             for key in sorted(shared):
                 a = {int(s): v for s, v in cells[first]["metrics"][key]["values"].items()}
@@ -237,6 +246,23 @@ def _comparisons(cells: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 comparison.update(setting=setting, metric=key, a=first, b=second)
                 comparisons.append(comparison)
     return comparisons
+
+
+def _pairs(
+    names: list[str], cells: dict[str, dict[str, Any]], compare_to: dict[str, Any]
+) -> list[tuple[str, str]]:
+    """The pairs of cells to compare: all of them, or each cell with its reference cell."""
+    if not compare_to:
+        return list(itertools.combinations(names, 2))
+    pairs = []
+    for first, second in itertools.permutations(names, 2):
+        a, b = cells[first]["axes"], cells[second]["axes"]
+        differing = [key for key in a.keys() | b.keys() if a.get(key) != b.get(key)]
+        if len(differing) == 1 and differing[0] in compare_to:
+            key = differing[0]
+            if b.get(key) == compare_to[key]:
+                pairs.append((first, second))
+    return pairs
 
 
 def _holm(

@@ -27,7 +27,7 @@ def study_summary(
     settings = plan.get("settings", [])
     primaries = {s["name"]: s["primary"] for s in settings if s.get("primary")}
     limits = {s["name"]: (s.get("tuning") or {}).get("at_most", {}) for s in settings}
-    summary = summarise(records, directions, primaries)
+    summary = summarise(records, directions, primaries, plan.get("compare_to"))
     summary["answer"] = answer(summary, directions, limits)
     summary["study"] = plan.get("name", folder.name)
     summary["question"] = plan.get("question", "")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agekit.studies.schema import StudySpec
 from agekit.studies.tuning import (
     SHORT_RUNG_MARK,
     Point,
@@ -29,12 +30,19 @@ def tuning_section(study: dict[str, Any], records: list[dict[str, Any]]) -> list
         "marked, is what the cell's runs above used.",
         "",
     ]
-    for name, setting in settings.items():
-        tuning = Tuning.model_validate(setting["tuning"])
-        lines += [f"### {name}", "", _search_text(tuning), ""]
+    spec = StudySpec.model_validate(study)
+    for name in settings:
+        setting = next(s for s in spec.settings if s.name == name)
+        assert setting.tuning is not None
+        lines += [f"### {name}", "", _search_text(setting.tuning), ""]
         cells = sorted({r["tunes"] for r in records if r.get("setting") == name and r.get("tunes")})
         for cell in cells:
-            lines += _cell_lines(tuning, cell, [r for r in records if r.get("tunes") == cell])
+            mine = [r for r in records if r.get("tunes") == cell]
+            tuning = spec.cell_tuning(setting, tuple(mine[0].get("axes", {}).items()))
+            assert tuning is not None
+            if tuning.space != setting.tuning.space or tuning.grid != setting.tuning.grid:
+                lines += [f"{cell.split('__', 1)[-1]}'s own search: {_search_text(tuning)}", ""]
+            lines += _cell_lines(tuning, cell, mine)
     return lines
 
 
