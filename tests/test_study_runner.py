@@ -409,3 +409,41 @@ def test_the_time_left_prices_each_settings_work_at_its_own_pace() -> None:
     assert overall.estimate() == "about 1:10:00 left"  # (2,000 + 12,000) x 0.6 / 2
     overall.finish(kind="points", work=4000.0, seconds=400.0)  # 0.1 s per iteration
     assert overall.estimate() == "about 0:16:40 left"  # (2,000 x 0.6 + 8,000 x 0.1) / 2 = 1,000 s
+
+
+def test_a_metric_added_to_a_scored_study_is_scored_without_retraining(tmp_path: Path) -> None:
+    body = """
+name = "added"
+seeds = [0]
+[[settings]]
+name = "ring8"
+metrics = ["reconstruction"]
+"""
+    path = _study(tmp_path, body)
+    out = tmp_path / "out"
+    run_study(path, out=out, progress=False)
+    folder = out / "runs" / "ring8__seed0"
+    first = json.loads((folder / "eval.json").read_text())
+    log = (folder / "metrics.jsonl").read_text()
+    path.write_text(
+        path.read_text().replace('["reconstruction"]', '["reconstruction", "mode-coverage"]')
+    )
+    result = run_study(path, out=out, progress=False)
+    second = json.loads((folder / "eval.json").read_text())
+    assert result.finished == ["ring8__seed0"]
+    assert (folder / "metrics.jsonl").read_text() == log  # nothing trained
+    assert second["metrics"]["reconstruction"] == first["metrics"]["reconstruction"]
+    assert second["metrics"]["mode-coverage"]["modes_captured"] >= 0
+    assert [m["name"] for m in second["metric_specs"]] == ["reconstruction", "mode-coverage"]
+    # scored with every planned metric: a third call has nothing to do
+    assert run_study(path, out=out, progress=False).finished == []
+    # a metric whose options change is scored again, the others are kept
+    path.write_text(
+        path.read_text().replace(
+            '"mode-coverage"]', '{ name = "mode-coverage", options = { n_samples = 500 } }]'
+        )
+    )
+    run_study(path, out=out, progress=False)
+    third = json.loads((folder / "eval.json").read_text())
+    assert third["metrics"]["mode-coverage"]["protocol"]["n_samples"] == 500
+    assert third["metrics"]["reconstruction"] == first["metrics"]["reconstruction"]

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agekit.config import config_to_dict
+from agekit.config import Component, config_to_dict
 from agekit.config.changes import BUDGET_KEYS, science_changes, science_differences
 from agekit.runs.layout import RUNS, RunFolder
 from agekit.studies.planned import PlannedRun
@@ -20,6 +20,8 @@ from agekit.studies.planned import PlannedRun
 STUDIES_DIR = "studies"
 #: Written in a run's folder by the study once the run is evaluated: its scores and configuration.
 EVAL_FILE = "eval.json"
+#: The eval.json key listing the metrics (name and options) its scores come from.
+METRIC_SPECS_KEY = "metric_specs"
 #: Written in the study folder by ``agekit run``: the validated study, its source and its run ids.
 STUDY_FILE = "study.json"
 #: Written in a run's folder when the run fails: its error, type and traceback.
@@ -72,6 +74,30 @@ def is_complete(folder: Path, run: PlannedRun) -> bool:
     if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
         return False
     return not science_differences(saved["config"], config_to_dict(run.config))
+
+
+def is_scored(folder: Path, run: PlannedRun) -> bool:
+    """Complete, and scored with every metric the study plans for it: nothing left to do."""
+    return is_complete(folder, run) and not unscored_metrics(folder, run)
+
+
+def unscored_metrics(folder: Path, run: PlannedRun) -> list[Component]:
+    """The run's planned metrics that its evaluation lacks: a metric added to the study (or, where
+    the evaluation lists what it scored, one whose options changed) after the run was scored.
+    [] when the run holds no evaluation."""
+    saved = read_json(run_dir(folder, run) / EVAL_FILE)
+    if not isinstance(saved, dict) or not isinstance(saved.get("metrics"), dict):
+        return []
+    specs = saved.get(METRIC_SPECS_KEY)
+    if isinstance(specs, list):
+        scored = [metric_spec(Component.model_validate(s)) for s in specs]
+        return [m for m in run.metrics if metric_spec(m) not in scored]
+    return [m for m in run.metrics if m.name not in saved["metrics"]]
+
+
+def metric_spec(metric: Component) -> dict[str, Any]:
+    """A metric as an evaluation record lists it under :data:`METRIC_SPECS_KEY`."""
+    return {"name": metric.name, "options": dict(metric.options)}
 
 
 def stale_changes(folder: Path, run: PlannedRun) -> list[Change]:

@@ -36,6 +36,7 @@ from agekit.studies.layout import (
     archive_runs,
     describe_stale,
     is_complete,
+    is_scored,
     run_dir,
     stale_changes,
     study_dir,
@@ -135,8 +136,9 @@ def _refuse_stale(source: Path, folder: Path, selected: list[PlannedRun], archiv
 
 
 def _pending(folder: Path, selected: list[PlannedRun]) -> list[PlannedRun]:
-    """The selected runs not complete yet; a complete run's old failure record is removed."""
-    pending = [r for r in selected if not is_complete(folder, r)]
+    """The selected runs not complete yet, or complete but lacking a planned metric's scores; a
+    complete run's old failure record is removed."""
+    pending = [r for r in selected if not is_scored(folder, r)]
     for run in selected:
         if run not in pending:
             # Scored with this science: an older failure record (say, of a crash after the
@@ -190,7 +192,7 @@ class _Stages:
                 if r.run_id not in attempted
                 and not r.awaiting_tuning
                 and (not only or r.run_id in only)
-                and not is_complete(folder, r)
+                and not is_scored(folder, r)
             ]
             stage = [r for r in ready if r.phase == "tune"] or ready
             if not stage:

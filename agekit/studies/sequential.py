@@ -13,11 +13,20 @@ from typing import Any
 
 from rich.markup import escape
 
-from agekit.config import config_to_dict
+from agekit.config import Component, config_to_dict
 from agekit.runs import checkpoint as ckpt
 from agekit.studies.console import Overall, console, run_work, short_summary
 from agekit.studies.failures import record_failure
-from agekit.studies.layout import EVAL_FILE, FAILED_FILE, run_dir
+from agekit.studies.layout import (
+    EVAL_FILE,
+    FAILED_FILE,
+    METRIC_SPECS_KEY,
+    is_complete,
+    metric_spec,
+    read_json,
+    run_dir,
+    unscored_metrics,
+)
 from agekit.studies.planned import PlannedRun
 from agekit.studies.result import StudyResult
 from agekit.studies.stopping import StudyInterrupted, StudySignals
@@ -51,6 +60,9 @@ def _execute(
     from agekit.training.trainer import Trainer
 
     target = run_dir(folder, run)
+    missing = unscored_metrics(folder, run) if is_complete(folder, run) else []
+    if missing:
+        return _score_missing(target, run, missing, eval_seed)
     # The trainer compares only the science with a checkpoint's configuration, so a run
     # interrupted in a study folder that was moved since then resumes here.
     trainer = Trainer(run.config, target, progress=progress)
@@ -82,10 +94,31 @@ def _execute(
         train_seconds_total=trainer.elapsed,
         config=config_to_dict(run.config),
     )
+    record[METRIC_SPECS_KEY] = [metric_spec(m) for m in run.metrics]
     write_json_atomic(record, target / EVAL_FILE)
     with contextlib.suppress(FileNotFoundError):
         (target / FAILED_FILE).unlink()  # an earlier attempt's error no longer holds
     return record
+
+
+def _score_missing(
+    target: Path, run: PlannedRun, missing: list[Component], eval_seed: int
+) -> dict[str, Any]:
+    """A scored run's evaluation with the scores of ``missing`` (metrics added to the study since)
+    merged in, from the checkpoint the other scores came from; nothing is trained."""
+    from agekit.evaluation.scoring import evaluate
+
+    record = read_json(target / EVAL_FILE)
+    added = evaluate(target, missing, seed=eval_seed, device=run.config.train.device)
+    if added["checkpoint"] != record["checkpoint"]:
+        raise RuntimeError(
+            f"{target}: its newest checkpoint {added['checkpoint']} is not the one its scores "
+            f"came from ({record['checkpoint']}); remove {EVAL_FILE} to score the run afresh"
+        )
+    record["metrics"].update(added["metrics"])
+    record[METRIC_SPECS_KEY] = [metric_spec(m) for m in run.metrics]
+    write_json_atomic(record, target / EVAL_FILE)
+    return dict(record)
 
 
 def run_sequential(
