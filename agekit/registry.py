@@ -40,6 +40,9 @@ class Kind:
     sections: tuple[str, ...] = ()
     #: Its name in the plural, as ``agekit list`` also accepts it.
     plural: str = ""
+    #: The configuration keys (top-level) that hold a list of tables, each naming one as
+    #: ``name`` with ``options`` (``[[loggers]]``).
+    lists: tuple[str, ...] = ()
 
 
 #: Every component kind.
@@ -57,6 +60,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("dataset", "agekit.datasets", "agekit.components:DataSource", ("data",)),
     Kind("metric", "agekit.metrics", "agekit.components:Metric"),
     Kind("game", "agekit.games", "agekit.games.base:Game", ("game",)),
+    Kind("logger", "agekit.loggers", "agekit.loggers.base:Logger", lists=("loggers",)),
 )
 
 #: kind -> entry-point group.
@@ -64,6 +68,9 @@ GROUPS: dict[str, str] = {kind.name: kind.group for kind in KINDS}
 
 #: Configuration key -> the kind of component its table names (``divergence`` -> divergence).
 SECTION_KINDS: dict[str, str] = {section: kind.name for kind in KINDS for section in kind.sections}
+
+#: Configuration key -> the kind of component each table of its list names (``loggers`` -> logger).
+LIST_KINDS: dict[str, str] = {key: kind.name for kind in KINDS for key in kind.lists}
 
 #: Accepted spellings of each kind on the command line (``agekit list divergences``).
 KIND_ALIASES: dict[str, str] = {

@@ -11,12 +11,13 @@ it says itself (a divergence's supported priors and smallest batch, a game's
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agekit.config.sections import AGE_KEYS, Component, ConfigError, ExperimentConfig
-from agekit.registry import REGISTRY, SECTION_KINDS, RegistryError, validate_options
+from agekit.registry import LIST_KINDS, REGISTRY, SECTION_KINDS, RegistryError, validate_options
 
 if TYPE_CHECKING:
     from torch import nn
@@ -108,7 +109,33 @@ class Resolver:
                 validate_options(factory, options, f"{kind} {name!r}")
             except RegistryError as exc:
                 raise ConfigError(f"{where}: {section}: {exc}") from None
+        self.listed(config, where)
         self._check_batch(config, where, quiet=True)
+
+    def listed(self, config: ExperimentConfig, where: str) -> dict[str, list[Any]]:
+        """The components the configuration's lists of tables name (``[[loggers]]``), built, by
+        key: ConfigError naming the entry (``loggers[0]``) when its name is not registered, its
+        options are refused or a library it declares is not installed (:func:`requirement_error`).
+        Building one imports none of its libraries (the contract of these kinds)."""
+        found: dict[str, list[Any]] = {}
+        for key, kind in LIST_KINDS.items():
+            found[key] = []
+            for index, entry in enumerate(getattr(config, key)):
+                try:
+                    factory = REGISTRY.load(kind, entry.name)
+                    validate_options(factory, entry.options, f"{kind} {entry.name!r}")
+                    problem = requirement_error(kind, entry.name, factory)
+                    if problem is None:
+                        found[key].append(REGISTRY.create(kind, entry.name, **entry.options))
+                except RegistryError as exc:
+                    problem = str(exc)
+                if problem is not None:
+                    raise ConfigError(f"{where}: {key}[{index}]: {problem}")
+        return found
+
+    def loggers(self, config: ExperimentConfig, where: str = "configuration") -> list[Any]:
+        """The configuration's loggers (``[[loggers]]``), built; none has imported its library."""
+        return self.listed(config, where)["loggers"]
 
     def check(self, config: ExperimentConfig, where: str) -> None:
         """Build every component of ``config`` and its networks, and check what a run needs that
@@ -206,6 +233,25 @@ class Resolver:
             raise ConfigError(
                 f"{where}: data.batch_size = {batch} exceeds the training split's {size} samples"
             )
+
+
+def requirement_error(kind: str, name: str, factory: Any) -> str | None:
+    """One line naming the modules that component ``name`` declares it needs (its class's
+    ``requires``, as a logger's tracking library) and that are not installed, with the command that
+    installs them (its ``install``); None when all are. Found without importing them."""
+    missing = []
+    for module in getattr(factory, "requires", ()):
+        try:
+            installed = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            installed = False
+        if not installed:
+            missing.append(module)
+    if not missing:
+        return None
+    verb = "is" if len(missing) == 1 else "are"
+    install = getattr(factory, "install", None) or f"install {' and '.join(missing)}"
+    return f"{kind} {name!r} needs {', '.join(missing)}, which {verb} not installed: {install}"
 
 
 def train_size(data: Any) -> int | None:

@@ -6,8 +6,9 @@ experiment: whether a study may skip it as complete, whether a checkpoint may be
 what changes what is computed counts. Where the run lives (``out_dir``, ``name``, the data's
 ``root`` folder), how often it logs, draws images or checkpoints, how many checkpoints it keeps,
 the device, data-loader workers, ``train.compile`` and ``train.channels_last`` (execution
-strategies, not different numbers to represent) do not: a run folder moved with ``mv``, or one
-given once as an absolute and once as a relative path, is still the same run.
+strategies, not different numbers to represent) and the experiment trackers a run reports to
+(``loggers``) do not: a run folder moved with ``mv``, or one given once as an absolute and once
+as a relative path, is still the same run.
 
 Resuming a checkpoint also allows a different budget (:data:`BUDGET_KEYS`): training longer
 continues the same experiment. A study still counts the budget as science (a run evaluated after
@@ -42,6 +43,8 @@ NON_SCIENCE_KEYS: frozenset[str] = frozenset(
         "train.log_every",
         "train.image_every",
         "train.grid_size",
+        # Where the run's numbers are also sent (experiment trackers), not what they are.
+        "loggers",
     }
 )
 

@@ -97,7 +97,10 @@ def parse_overrides(pairs: Sequence[str], option: str = "--set") -> dict[str, An
 
 
 def _section_model(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model of a field that is a section (``Model`` or ``Model | None``)."""
+    """The pydantic model of a field that is a section (``Model`` or ``Model | None``); a list
+    of tables (``[[loggers]]``) is a value."""
+    if typing.get_origin(annotation) in (list, tuple):
+        return None
     candidates = typing.get_args(annotation) or (annotation,)
     for candidate in candidates:
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):

@@ -274,6 +274,19 @@ class ExperimentConfig(Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=1000))
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    #: Experiment trackers the run's scalars and image grids are sent to, each a registered
+    #: logger (``agekit list logger``) by name with its options: ``[[loggers]]`` tables. None by
+    #: default; ``metrics.jsonl`` is written either way.
+    loggers: list[Component] = Field(default_factory=list)
+
+    @field_validator("loggers")
+    @classmethod
+    def _each_logger_once(cls, value: list[Component]) -> list[Component]:
+        names = [logger.name for logger in value]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(map(repr, twice))} listed more than once")
+        return value
 
     @field_validator("name")
     @classmethod

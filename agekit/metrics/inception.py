@@ -7,6 +7,7 @@
 ``inception_v3_google-*.pth`` copied to the machine), loaded with ``torch.load(weights_only=True)``.
 The scores follow torchvision's network, which is close to but not the TF-slim graph of the
 original papers: compare them with numbers computed the same way, not with published ones.
+For numbers comparable with published FID/IS use ``fid-inception`` (:mod:`agekit.metrics.fidelity`).
 """
 
 from __future__ import annotations

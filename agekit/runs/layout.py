@@ -14,8 +14,12 @@ CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 #: The samples and reconstructions a run writes as it trains.
 IMAGES = "images"
-#: TensorBoard's event files.
+#: TensorBoard's event files (the ``tensorboard`` logger's default folder).
 TENSORBOARD = "tensorboard"
+#: The ``mlflow`` logger's default tracking database and artifacts.
+MLFLOW = "mlflow"
+#: The folder wandb keeps its runs in, inside the folder it is given (by default the run folder).
+WANDB = "wandb"
 #: ``agekit evaluate``'s scores of a run.
 EVALUATION = "evaluate.json"
 #: The writer's lock (:mod:`agekit.runs.lock`).

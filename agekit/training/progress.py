@@ -1,5 +1,6 @@
-"""What a training run shows and logs: a progress bar or plain lines, TensorBoard scalars, and
-the training log ``metrics.jsonl`` (:func:`append_record`, :func:`truncate_records`).
+"""What a training run shows and logs: a progress bar or plain lines, and the training log
+``metrics.jsonl`` (:func:`append_record`, :func:`truncate_records`); experiment trackers are the
+configured loggers' (:mod:`agekit.training.tracking`).
 
 On a terminal, :func:`training_progress` draws a rich bar whose first row (step count, bar,
 elapsed and remaining time) fits in 80 columns, with the latest log record's terms on a row of
@@ -42,7 +43,6 @@ __all__ = [
     "GuardedProgress",
     "LineProgress",
     "NullProgress",
-    "TensorBoardLog",
     "TrainingProgress",
     "append_record",
     "format_stats",
@@ -273,35 +273,6 @@ def training_progress(
     if isatty is not None and isatty():
         return BarProgress(total, completed, _StreamConsole(file=stream))
     return LineProgress(total, completed, every, stream)
-
-
-class TensorBoardLog:
-    """Every log record's numbers as TensorBoard scalars, when the optional ``tensorboard``
-    package is installed (without it, :meth:`add` does nothing)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self._writer: Any = None
-
-    def _open(self) -> Any:
-        if self._writer is None:
-            try:
-                # Imported on first use: tensorboard is an optional dependency.
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                self._writer = False
-            else:
-                self._writer = SummaryWriter(str(self.folder))
-        return self._writer or None
-
-    def add(self, entry: Mapping[str, Any]) -> None:
-        writer = self._open()
-        if writer is None:
-            return
-        for key, value in entry.items():
-            if key != "step" and isinstance(value, int | float):
-                writer.add_scalar(key, value, entry["step"])
-        writer.flush()
 
 
 def append_record(path: Path, entry: Mapping[str, Any]) -> None:

@@ -29,23 +29,25 @@ def write_snapshots(
     data: DataSource,
     fixed_z: Tensor,
     grid_size: int,
-) -> None:
+) -> dict[str, Path]:
     """Write the step's samples (from ``fixed_z``) and reconstructions of ``grid_size`` test
-    samples into ``folder``, with both networks in eval mode (their modes come back after)."""
+    samples into ``folder``, with both networks in eval mode (their modes come back after);
+    return the files written, by name (``samples``, ``reconstructions``)."""
     tag = f"{step:08d}"
+    written = {name: folder / f"{name}_{tag}.png" for name in ("samples", "reconstructions")}
     with network_mode([encoder, generator], "eval"):
         if data.condition_shape is not None:
-            _write_conditional(folder, tag, encoder, generator, data, fixed_z, grid_size)
-            return
-        save_samples(generator(fixed_z), folder / f"samples_{tag}.png", data)
+            _write_conditional(written, encoder, generator, data, fixed_z, grid_size)
+            return written
+        save_samples(generator(fixed_z), written["samples"], data)
         test = test_batch(data, grid_size).to(fixed_z.device)
         recon = generator(encoder(test))
-        save_pairs_grid(test, recon, folder / f"reconstructions_{tag}.png", data)
+        save_pairs_grid(test, recon, written["reconstructions"], data)
+    return written
 
 
 def _write_conditional(
-    folder: Path,
-    tag: str,
+    written: dict[str, Path],
     encoder: Encoder,
     generator: Generator,
     data: DataSource,
@@ -57,11 +59,11 @@ def _write_conditional(
     x, condition = x.to(fixed_z.device), condition.to(fixed_z.device)
     rows = condition[:k].repeat_interleave(k, dim=0)  # k <= grid_size = len(fixed_z)
     samples = generator(fixed_z[:k].repeat(k, 1), rows)
-    save_samples(data.display(samples, rows), folder / f"samples_{tag}.png", data)
+    save_samples(data.display(samples, rows), written["samples"], data)
     recon = generator(encoder(x, condition), condition)
     save_pairs_grid(
         data.display(x, condition),
         data.display(recon, condition),
-        folder / f"reconstructions_{tag}.png",
+        written["reconstructions"],
         data,
     )

@@ -29,9 +29,10 @@ from agekit.training.devices import DeviceUnavailable
 from agekit.training.guard import TrainingDiverged
 from agekit.training.loop import Cadence, StopVotes, Throughput, training_display
 from agekit.training.parts import TrainingParts
-from agekit.training.progress import TensorBoardLog, append_record
+from agekit.training.progress import append_record
 from agekit.training.signals import TrainingStopSignals
 from agekit.training.snapshots import write_snapshots
+from agekit.training.tracking import Tracking, run_info
 
 #: Notes for the person running the trainer (which checkpoint a run resumed from);
 #: ``agekit train`` prints them, other programs see them through :mod:`logging`.
@@ -105,7 +106,8 @@ class Trainer(TrainingParts):
         self.step = 0
         self.elapsed = 0.0
         self.lr_scale = 1.0
-        self._tensorboard = TensorBoardLog(self.folder.tensorboard)
+        #: The experiment trackers of the configuration's ``[[loggers]]`` (rank 0 only).
+        self.tracking = Tracking.of(config) if self.is_main else Tracking()
         #: The signal (SIGTERM, SIGINT) that stopped the last ``fit(handle_signals=True)``, if any.
         self.interrupted_by: int | None = None
 
@@ -305,6 +307,15 @@ class Trainer(TrainingParts):
 
     def _fit(self, resume: bool, handle_signals: bool) -> TrainResult:
         self._start(resume)
+        with self.tracking.session(run_info(self.config, self.run_dir, self.step)) as tracked:
+            result = self._train(handle_signals)
+            tracked.status = result.status
+        for hooks in self.hooks:
+            hooks.on_end(self, result)
+        return result
+
+    def _train(self, handle_signals: bool) -> TrainResult:
+        """The loop, from the step :meth:`_start` settled to the budget or a stop."""
         t = self.config.train
         total = self._budget_steps()
         due = Cadence(t.log_every, t.image_every, t.checkpoint_every, total)
@@ -343,10 +354,7 @@ class Trainer(TrainingParts):
                 self.save_checkpoint()
             if self.is_main and status != "interrupted":  # a preempted job has seconds left
                 self.write_images()
-        result = TrainResult(self.run_dir, self.step, self.stream.epoch, status, last)
-        for hooks in self.hooks:
-            hooks.on_end(self, result)
-        return result
+        return TrainResult(self.run_dir, self.step, self.stream.epoch, status, last)
 
     def _check_before_checkpoint(self) -> None:
         """The guard's weight check on every process, so that all stop at the same step when the
@@ -356,8 +364,8 @@ class Trainer(TrainingParts):
 
     # outputs --------------------------------------------------------------------------------------
     def _log(self, record: dict[str, float], images_per_s: float) -> dict[str, Any]:
-        """Append this step's training-log entry (``metrics.jsonl``, TensorBoard), pass it to the
-        hooks and return it."""
+        """Append this step's training-log entry (``metrics.jsonl``, the configured loggers), pass
+        it to the hooks and return it."""
         entry = {
             "step": self.step,
             "epoch": self.stream.epoch,
@@ -367,13 +375,14 @@ class Trainer(TrainingParts):
             **record,
         }
         append_record(self.metrics_path, entry)
-        self._tensorboard.add(entry)
+        self.tracking.scalars(entry)
         for hooks in self.hooks:
             hooks.on_log(self, entry)
         return entry
 
     def write_images(self) -> None:
-        write_snapshots(
+        """This step's samples and reconstructions in the run folder, and to the loggers."""
+        written = write_snapshots(
             self.folder.images,
             self.step,
             self.encoder,
@@ -382,3 +391,4 @@ class Trainer(TrainingParts):
             self.fixed_z,
             self.config.train.grid_size,
         )
+        self.tracking.images(written, self.step)
