@@ -210,10 +210,15 @@ class ClassifierSource:
     classes); when it is the evaluated data set itself, that instance is reused.
     per_channel: classify each channel of an image on its own (Stacked MNIST: one digit per
     channel; a sample's class is then sum_c digit_c * 10^(C-1-c)).
+    base: the attribute of the evaluated data set's instance that holds the digit data set to
+    train on, when its options are not the defaults ``dataset`` is created with (a local folder's
+    ``root``); the classifier's cache key then includes that instance's repr. None: create
+    ``dataset`` by name.
     """
 
     dataset: str
     per_channel: bool = False
+    base: str | None = None
 
 
 class DataSource(ABC):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pickle
-import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from fake_mnist import write_fake_mnist
 from PIL import Image
 
 import agekit
@@ -22,7 +22,7 @@ from agekit.registry import REGISTRY, ComponentOptionsError
 
 EMBEDDED = ["digits", "mnist5k", "stacked-mnist"]
 TOY = ["ring8", "grid25"]
-LOCAL = ["mnist", "cifar10", "svhn", "celeba", "image-folder"]
+LOCAL = ["mnist", "stacked-mnist-local", "cifar10", "svhn", "celeba", "image-folder"]
 ALL = EMBEDDED + TOY + LOCAL
 
 
@@ -195,6 +195,7 @@ def test_bad_split_name() -> None:
     ("name", "layout"),
     [
         ("mnist", "MNIST/raw/"),
+        ("stacked-mnist-local", "MNIST/raw/"),
         ("cifar10", "cifar-10-batches-py/{data_batch_1..5, test_batch}"),
         ("svhn", "train_32x32.mat"),
         ("celeba", "img_align_celeba"),
@@ -388,18 +389,7 @@ def test_importing_local_sets_does_not_import_torchvision() -> None:
 
 
 def test_fake_mnist(tmp_path: Path) -> None:
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    generator = np.random.default_rng(0)
-    for prefix, count in (("train", 6), ("t10k", 4)):
-        images = generator.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
-        labels_written = labels = generator.integers(0, 10, size=count, dtype=np.uint8)
-        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
-            struct.pack(">IIII", 2051, count, 28, 28) + images.tobytes()
-        )
-        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(
-            struct.pack(">II", 2049, count) + labels.tobytes()
-        )
+    images, labels_written = write_fake_mnist(tmp_path, train=6, test=4)["test"]
     source = create("mnist", root=str(tmp_path))
     x, labels = source.tensors("test")
     assert x.shape == (4, 1, 32, 32) and labels.shape == (4,)
@@ -445,12 +435,24 @@ CLASSIFIERS = {
     "digits": ClassifierSource("digits"),
     "mnist5k": ClassifierSource("mnist5k"),
     "stacked-mnist": ClassifierSource("mnist5k", per_channel=True),
+    "stacked-mnist-local": ClassifierSource("mnist", per_channel=True, base="digits"),
 }
-KNOWN_MODES = {"ring8": "mixture", "grid25": "mixture", "stacked-mnist": "classifier"}
+KNOWN_MODES = {
+    "ring8": "mixture",
+    "grid25": "mixture",
+    "stacked-mnist": "classifier",
+    "stacked-mnist-local": "classifier",
+}
 DEFAULTS = {
     "digits": ["reconstruction", "sample-quality", "latent-divergence"],
     "mnist5k": ["reconstruction", "sample-quality", "latent-divergence"],
     "stacked-mnist": ["reconstruction", "sample-quality", "mode-coverage", "latent-divergence"],
+    "stacked-mnist-local": [
+        "reconstruction",
+        "sample-quality",
+        "mode-coverage",
+        "latent-divergence",
+    ],
     "ring8": ["reconstruction", "mode-coverage", "latent-divergence"],
     "grid25": ["reconstruction", "mode-coverage", "latent-divergence"],
 }

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from agekit.components import DataSource
+from agekit.components import ClassifierSource, DataSource
 from agekit.datasets._common import (
     DatasetNotFoundError,
     Fit,
@@ -29,6 +29,7 @@ from agekit.datasets._common import (
     root_path,
     to_signed_unit,
 )
+from agekit.datasets.embedded import StackedDigits
 
 #: What torchvision raises on files that exist but do not load (bad md5, truncated, wrong format).
 _LOAD_ERRORS = (
@@ -180,6 +181,44 @@ class MNIST(_ArraySource):
         )
         images, labels = torch.as_tensor(data.data), torch.as_tensor(data.targets)
         return images.to(torch.uint8).unsqueeze(1), labels.to(torch.int64)
+
+
+class StackedMNISTLocal(StackedDigits):
+    """Stacked MNIST under the published protocol (Metz et al.'s unrolled GAN, VEEGAN, PacGAN):
+    three digits of the full MNIST in ``root`` (torchvision's layout, as the ``mnist`` data set
+    reads it) stacked as the R, G, B channels, 1,000 modes, label ``100 * d_R + 10 * d_G + d_B``.
+
+    Train stacks draw from the 60,000 train digits, test stacks from the 10,000 test digits only.
+    The default ``size`` is the 128,000 training stacks of PacGAN's code. The evaluation
+    classifier is agekit's, trained on the full train split of this folder's MNIST (the stand-in
+    for the published pretrained MNIST classifiers) and cached under its path.
+    """
+
+    # classifier_for trains on `self.digits`, this folder's MNIST, one channel at a time.
+    evaluation_classifier = ClassifierSource("mnist", per_channel=True, base="digits")
+    digits: MNIST
+
+    def __init__(
+        self,
+        root: str,
+        size: int = 128000,
+        test_size: int = 10000,
+        image_size: int = 32,
+        resize: Fit = "pad",
+        seed: int = 0,
+    ) -> None:
+        # An absolute root: the classifier's cache key holds the digits' repr, and a relative
+        # path would name different folders from different working directories.
+        absolute = str(root_path(root).absolute())
+        super().__init__(MNIST(absolute, image_size, resize), size, test_size, seed)
+
+    def __repr__(self) -> str:
+        d = self.digits
+        return (
+            f"StackedMNISTLocal(root={str(d.root)!r}, size={self.size}, "
+            f"test_size={self.test_size}, image_size={d.image_size}, resize={d.resize!r}, "
+            f"seed={self.seed})"
+        )
 
 
 class CIFAR10(_ArraySource):

@@ -3,8 +3,9 @@
 No pretrained network can be downloaded, so sample-quality and Stacked-MNIST mode metrics use a
 small CNN trained here, deterministically, on the TRAIN split of the digit data set behind the
 evaluated one, which the evaluated data set declares as its ``evaluation_classifier`` ('digits' ->
-'digits', 'mnist5k' and 'stacked-mnist' -> 'mnist5k'; Stacked MNIST is classified one channel at a
-time). Weights are cached under ``<cache_dir>/classifiers/`` keyed by the source data set and a
+'digits', 'mnist5k' and 'stacked-mnist' -> 'mnist5k', 'stacked-mnist-local' -> the full MNIST of
+its folder; Stacked MNIST is classified one channel at a time). Weights are cached under
+``<cache_dir>/classifiers/`` keyed by the source data set (and its folder, for a local one) and a
 hash of the training protocol; the protocol, with the measured test accuracy, is saved beside the
 weights as JSON and travels with every score computed from them.
 """
@@ -136,9 +137,20 @@ class TrainingProtocol:
     augmentation: str = "random-shift-2px"
     seed: int = 0
     code_version: int = TRAINING_CODE_VERSION
+    #: The repr of the data set instance trained on when ``dataset``'s name alone does not say
+    #: which digits those are (a local folder: its root); None, and left out of the record and of
+    #: the key (so keys of registered data sets are unchanged), when ``dataset`` is created by name.
+    instance: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The fields, without ``instance`` when it is None."""
+        fields = asdict(self)
+        if fields["instance"] is None:
+            del fields["instance"]
+        return fields
 
     def key(self) -> str:
-        payload = json.dumps(asdict(self), sort_keys=True).encode()
+        payload = json.dumps(self.record(), sort_keys=True).encode()
         return hashlib.sha256(payload).hexdigest()[:16]
 
 
@@ -310,7 +322,7 @@ def load_or_train(
     net = train_digit_classifier(x_train, y_train, protocol)
     seconds = time.perf_counter() - started
     record: dict[str, Any] = {
-        **asdict(protocol),
+        **protocol.record(),
         "key": key,
         "train_size": int(x_train.shape[0]),
         "test_size": int(x_test.shape[0]),
@@ -353,13 +365,18 @@ def classifier_for(context: EvaluationContext) -> EvaluationClassifier:
             f"{', '.join(supported)} (data sets that declare an `evaluation_classifier`)"
         )
     image_size = int(context.data.shape[-1])
-    # Reuse the evaluated data set when it is the source; Stacked MNIST needs plain mnist5k. The
-    # judge always learns from the source's own train split: a run scored on a validation split
-    # held out of it must not get (nor leave in the cache) a classifier trained on less.
+    # Reuse the evaluated data set when it is the source; Stacked MNIST needs plain mnist5k, and
+    # Stacked MNIST from a local folder the full MNIST it stacks (its `base`). The judge always
+    # learns from the source's own train split: a run scored on a validation split held out of it
+    # must not get (nor leave in the cache) a classifier trained on less.
     source = context.data.inner if isinstance(context.data, ValidationHeldOut) else context.data
     data = source if declared.dataset == name else None
+    identity: dict[str, Any] = {}
+    if declared.base is not None:
+        data = getattr(source, declared.base)
+        identity = {"instance": repr(data)}
     net, record = load_or_train(
-        declared.dataset, context.cache_dir, image_size=image_size, data=data
+        declared.dataset, context.cache_dir, image_size=image_size, data=data, **identity
     )
     return EvaluationClassifier(
         net, record, per_channel=declared.per_channel, device=context.device

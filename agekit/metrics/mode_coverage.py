@@ -6,8 +6,9 @@ throughout (estimators.md, "Mode-coverage protocols and published numbers"):
 * 2-D mixtures (ring8, grid25): 2,500 samples; a sample is *high quality* when its Euclidean
   distance to the nearest mode is at most ``quality_std`` (3) mode standard deviations; a mode is
   *captured* when it is the nearest mode of at least one high-quality sample.
-* Stacked MNIST: 26,000 samples; each channel is classified by agekit's digit classifier; the mode
-  is 100*d1 + 10*d2 + d3; a mode is captured when at least one sample falls in it.
+* Stacked MNIST: 26,000 samples; each channel is classified by agekit's digit classifier (trained
+  on mnist5k for ``stacked-mnist``, on the full MNIST train split for ``stacked-mnist-local``); the
+  mode is 100*d1 + 10*d2 + d3; a mode is captured when at least one sample falls in it.
 * ``reverse_kl`` = KL(p || u) = sum_k p_k log(K p_k) in nats, with p the normalised histogram of
   samples over the K modes (high-quality samples only for 2-D mixtures) and u uniform over the K
   modes. "Reverse" because the model's distribution comes first. Empty bins contribute 0 by the

@@ -54,7 +54,8 @@ class SampleQuality(Metric):
       the classes are the three-digit modes (see ``mode-coverage`` for those counts).
 
     Supported data sets: those declaring an ``evaluation_classifier`` (built-in: 'digits',
-    'mnist5k', 'stacked-mnist'); any other raises a ValueError that names it.
+    'mnist5k', 'stacked-mnist', 'stacked-mnist-local'); any other raises a ValueError that names
+    it.
     """
 
     headline: ClassVar[dict[str, Direction]] = {
