@@ -251,6 +251,31 @@ def ais_log_likelihood(
     return AISEstimate(log_mean_exp(result.log_weights), result.acceptance)
 
 
+def iwae_bound(
+    decode: Decoder,
+    x: Tensor,
+    sigma: float,
+    posterior_mean: Tensor,
+    posterior_log_var: Tensor,
+    samples: int,
+    generator: torch.Generator,
+) -> Tensor:
+    """The importance-weighted bound (Burda et al. 2016) on log p(x_i) for each row of ``x``, in
+    nats, with a diagonal Gaussian proposal q(u | x_i) = N(mean_i, diag(exp(log_var_i))) (a VAE's
+    posterior) under the same N(0, I) prior and Gaussian observation model as AIS. In expectation
+    it is at most log p(x_i), and AIS with a long enough schedule should lie above it."""
+    mean = posterior_mean.double().repeat_interleave(samples, 0)
+    log_var = posterior_log_var.double().repeat_interleave(samples, 0)
+    noise = torch.randn(mean.shape, generator=generator, dtype=torch.float64).to(mean.device)
+    u = mean + (0.5 * log_var).exp() * noise
+    observation = GaussianObservation(decode, x, sigma, samples)
+    log_prior = -0.5 * (u.square().sum(1) + u.shape[1] * _LOG_2PI)
+    log_q = -0.5 * (noise.square().sum(1) + log_var.sum(1) + u.shape[1] * _LOG_2PI)
+    with torch.no_grad():
+        log_w = observation(u) + log_prior - log_q
+    return log_mean_exp(log_w.view(x.shape[0], samples))
+
+
 def reverse_ais_upper_bound(
     decode: Decoder,
     x: Tensor,
