@@ -135,3 +135,50 @@ def test_compare_to_keeps_each_cells_comparison_with_its_reference_only() -> Non
     assert {c["family_size"] for c in summary["comparisons"]} == {4}
     vae_small = next(c for c in summary["comparisons"] if c["a"] == "s__game=vae__size=small")
     assert vae_small["mean_diff"] == pytest.approx(1.0 + 0.1)  # mean of 1.0 + 0.1 * seed
+
+
+def test_an_arm_may_replace_its_search_but_not_its_budget(tmp_path: Path) -> None:
+    text = STUDY.replace(
+        'tuning.ring8 = { space = { "game.options.beta" = { low = 0.1, high = 2.0 } } }',
+        'tuning.ring8 = { trials = 5, seeds = [0], space = { "game.options.beta" = '
+        "{ low = 0.1, high = 2.0 } } }",
+    )
+    with pytest.raises(
+        ConfigError, match=r"an arm replaces its search .* not \['seeds', 'trials'\]"
+    ):
+        load_study(_write(tmp_path, text))
+
+
+def test_a_reference_left_out_as_not_installed_is_an_error(tmp_path: Path) -> None:
+    text = STUDY.replace("seeds = [0, 1]\n", 'seeds = [0, 1]\noptional = ["game.name"]\n', 1)
+    text = text.replace('"game.name" = ["age", "vae"]', '"game.name" = ["age", "vae", "nowhere"]')
+    text = text.replace(
+        'compare_to = { "game.name" = "age" }', 'compare_to = { "game.name" = "nowhere" }'
+    )
+    spec, source = load_study(_write(tmp_path, text))
+    with pytest.raises(
+        ConfigError, match=r"compare_to 'game\.name' = 'nowhere': that value is not"
+    ):
+        plan(spec, str(source), tmp_path / "out", check=False)
+
+
+def test_compare_to_names_a_value_as_the_axis_holds_it_or_by_its_label() -> None:
+    records = [
+        {
+            "setting": "s",
+            "cell": f"s__weight={weight}",
+            "train_seed": seed,
+            "axes": {"game.latent_weight": weight},
+            "metrics": {"q": {"fd": weight + seed}},
+        }
+        for weight in (0.5, 1.0, 2.0)
+        for seed in range(3)
+    ]
+    for reference in (0.5, "0.5"):
+        summary = summarise(
+            records, {"q.fd": "lower"}, {"s": "q.fd"}, {"game.latent_weight": reference}
+        )
+        assert {(c["a"], c["b"]) for c in summary["comparisons"]} == {
+            ("s__weight=1.0", "s__weight=0.5"),
+            ("s__weight=2.0", "s__weight=0.5"),
+        }

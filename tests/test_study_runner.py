@@ -447,3 +447,33 @@ metrics = ["reconstruction"]
     third = json.loads((folder / "eval.json").read_text())
     assert third["metrics"]["mode-coverage"]["protocol"]["n_samples"] == 500
     assert third["metrics"]["reconstruction"] == first["metrics"]["reconstruction"]
+
+
+def test_a_metric_is_added_to_an_older_record_in_a_moved_study_folder(tmp_path: Path) -> None:
+    body = """
+name = "legacy"
+seeds = [0]
+[[settings]]
+name = "ring8"
+metrics = ["reconstruction"]
+"""
+    path = _study(tmp_path, body)
+    run_study(path, out=tmp_path / "out", progress=False)
+    shutil.move(tmp_path / "out", tmp_path / "moved")
+    record_path = tmp_path / "moved" / "runs" / "ring8__seed0" / "eval.json"
+    record = json.loads(record_path.read_text())
+    del record["metric_specs"]  # written before records listed their metrics
+    record_path.write_text(json.dumps(record))
+    path.write_text(
+        path.read_text().replace('["reconstruction"]', '["reconstruction", "mode-coverage"]')
+    )
+    result = run_study(path, out=tmp_path / "moved", progress=False)
+    merged = json.loads(record_path.read_text())
+    assert result.finished == ["ring8__seed0"]
+    assert merged["metrics"]["reconstruction"] == record["metrics"]["reconstruction"]
+    # the older metric is known by name only; the added one with its options
+    assert merged["metric_specs"] == [
+        {"name": "reconstruction", "options": None},
+        {"name": "mode-coverage", "options": {}},
+    ]
+    assert run_study(path, out=tmp_path / "moved", progress=False).finished == []

@@ -89,10 +89,18 @@ def unscored_metrics(folder: Path, run: PlannedRun) -> list[Component]:
     if not isinstance(saved, dict) or not isinstance(saved.get("metrics"), dict):
         return []
     specs = saved.get(METRIC_SPECS_KEY)
-    if isinstance(specs, list):
-        scored = [metric_spec(Component.model_validate(s)) for s in specs]
-        return [m for m in run.metrics if metric_spec(m) not in scored]
-    return [m for m in run.metrics if m.name not in saved["metrics"]]
+    if not isinstance(specs, list):
+        # an evaluation from before records listed their metrics: by name only
+        specs = [{"name": name, "options": None} for name in saved["metrics"]]
+    return [m for m in run.metrics if not any(_same_metric(m, s) for s in specs)]
+
+
+def _same_metric(metric: Component, spec: Any) -> bool:
+    """``spec`` (a :data:`METRIC_SPECS_KEY` entry) is ``metric``; options None: known by name
+    only."""
+    if not isinstance(spec, dict) or spec.get("name") != metric.name:
+        return False
+    return spec.get("options") is None or spec["options"] == dict(metric.options)
 
 
 def metric_spec(metric: Component) -> dict[str, Any]:

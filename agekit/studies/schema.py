@@ -58,6 +58,10 @@ class Profile(Strict):
     metrics: dict[str, list[str | MetricSpec]] = Field(default_factory=dict)
 
 
+#: The keys of a setting's tuning table an arm may replace: its search, not its budget.
+ARM_TUNING_KEYS = frozenset({"space", "grid", "edge_notes"})
+
+
 class Arm(Strict):
     """What one value of an axis brings with it, beyond the value itself: the keys its runs set
     and, per tuned setting, the tuning keys it replaces. An arm is how a study crosses components
@@ -67,10 +71,23 @@ class Arm(Strict):
     set: dict[str, Any] = Field(default_factory=dict)
     #: Dotted keys per setting name, after ``set``.
     settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    #: Per setting name, keys of its ``[settings.tuning]`` table to replace for this arm's cells
-    #: (e.g. its own ``space``; the trial count and halving should stay the study's, so that
-    #: every arm gets the same budget).
+    #: Per setting name, this arm's own search: ``space`` or ``grid`` (and ``edge_notes``) in
+    #: place of the setting's. Trials, tuning seeds, halving and the selection stay the
+    #: setting's, so that every arm gets the same budget and no tuning seed is a final seed.
     tuning: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("tuning")
+    @classmethod
+    def _search_only(cls, tuning: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for setting, changes in tuning.items():
+            other = sorted(set(changes) - ARM_TUNING_KEYS)
+            if other:
+                raise ValueError(
+                    f"tuning.{setting}: an arm replaces its search "
+                    f"({', '.join(sorted(ARM_TUNING_KEYS))}) only, not {other}: trials, seeds, "
+                    "halving and the selection are the setting's, the same for every arm"
+                )
+        return tuning
 
 
 class Reference(Strict):

@@ -110,13 +110,23 @@ def _score_missing(
 
     record = read_json(target / EVAL_FILE)
     added = evaluate(target, missing, seed=eval_seed, device=run.config.train.device)
-    if added["checkpoint"] != record["checkpoint"]:
+    # by file name and step: the study folder may have moved since the record was written
+    same_checkpoint = Path(added["checkpoint"]).name == Path(record["checkpoint"]).name
+    if not same_checkpoint or added["step"] != record["step"] or added["seed"] != record["seed"]:
         raise RuntimeError(
-            f"{target}: its newest checkpoint {added['checkpoint']} is not the one its scores "
-            f"came from ({record['checkpoint']}); remove {EVAL_FILE} to score the run afresh"
+            f"{target}: its newest checkpoint and evaluation seed ({added['checkpoint']}, seed "
+            f"{added['seed']}) are not those its scores came from ({record['checkpoint']}, seed "
+            f"{record['seed']}); remove {EVAL_FILE} to score the run afresh"
         )
+    kept = record.get(METRIC_SPECS_KEY)
+    if not isinstance(kept, list):  # scored before records listed their metrics: names only
+        kept = [{"name": name, "options": None} for name in record["metrics"]]
+    replaced = {m.name for m in missing}
     record["metrics"].update(added["metrics"])
-    record[METRIC_SPECS_KEY] = [metric_spec(m) for m in run.metrics]
+    record[METRIC_SPECS_KEY] = [
+        *(s for s in kept if isinstance(s, dict) and s.get("name") not in replaced),
+        *(metric_spec(m) for m in missing),
+    ]
     write_json_atomic(record, target / EVAL_FILE)
     return dict(record)
 

@@ -128,6 +128,12 @@ def plan(
         if unknown:
             raise ConfigError(f"{source}: profiles.{profile}.settings: unknown {sorted(unknown)}")
     axes = _available_axes(spec, source)
+    for key, reference in spec.compare_to.items():
+        if value_label(reference) not in {value_label(v) for v in axes[key]}:
+            raise ConfigError(
+                f"{source}: compare_to {key!r} = {reference!r}: that value is not in the study "
+                "(an optional component that is not installed?); every comparison needs it"
+            )
     _refuse_repeats(settings, axes, chosen, profile, spec, source)
     builder = RunBuilder(spec, source, out_dir, Checker(source))
     runs: list[PlannedRun] = []

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 from scipy import integrate, optimize, stats
 
+from agekit.studies.planned import value_label
+
 __all__ = [
     "INTERVAL_METHOD",
     "INTERVAL_NOTE",
@@ -256,13 +258,19 @@ def _pairs(
         return list(itertools.combinations(names, 2))
     pairs = []
     for first, second in itertools.permutations(names, 2):
-        a, b = cells[first]["axes"], cells[second]["axes"]
+        a, b = _labels(cells[first]["axes"]), _labels(cells[second]["axes"])
         differing = [key for key in a.keys() | b.keys() if a.get(key) != b.get(key)]
         if len(differing) == 1 and differing[0] in compare_to:
             key = differing[0]
-            if b.get(key) == compare_to[key]:
+            if b.get(key) == value_label(compare_to[key]):
                 pairs.append((first, second))
     return pairs
+
+
+def _labels(axes: Mapping[str, Any]) -> dict[str, str]:
+    """Axis values as the study names them in folders: a TOML value and its label compare equal
+    (``compare_to = { x = "0.5" }`` names the axis value 0.5)."""
+    return {key: value_label(value) for key, value in axes.items()}
 
 
 def _holm(
