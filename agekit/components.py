@@ -367,6 +367,10 @@ class Metric(ABC):
         """Score the model in ``context``; raise a ValueError naming ``context.dataset_name`` when
         the data set cannot be scored."""
 
+    def refuses(self, data: DataSource) -> str | None:
+        """Why this metric cannot score ``data``, said before a study trains; None: it can."""
+        return None
+
 
 def log_sphere_area(dim: int) -> float:
     """log |S^{dim-1}|, the surface area of the unit sphere in R^dim."""

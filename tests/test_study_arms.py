@@ -182,3 +182,14 @@ def test_compare_to_names_a_value_as_the_axis_holds_it_or_by_its_label() -> None
             ("s__weight=1.0", "s__weight=0.5"),
             ("s__weight=2.0", "s__weight=0.5"),
         }
+
+
+def test_a_metric_that_cannot_score_the_data_set_is_refused_before_training(
+    tmp_path: Path,
+) -> None:
+    text = STUDY.replace(
+        'metrics = ["reconstruction"]', 'metrics = ["reconstruction", "sample-quality"]'
+    )
+    spec, source = load_study(_write(tmp_path, text))
+    with pytest.raises(ConfigError, match=r"metrics \(sample-quality\): .* Ring8 declares none"):
+        plan(spec, str(source), tmp_path / "out")

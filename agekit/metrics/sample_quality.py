@@ -7,8 +7,13 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
-from agekit.components import Direction, EvaluationContext, Metric, MetricResult
-from agekit.metrics.classifier import classifier_for, generate_samples, load_split
+from agekit.components import DataSource, Direction, EvaluationContext, Metric, MetricResult
+from agekit.metrics.classifier import (
+    classifier_for,
+    generate_samples,
+    load_split,
+    registered_datasets_where,
+)
 from agekit.metrics.features import (
     density_coverage,
     frechet_distance,
@@ -90,6 +95,16 @@ class SampleQuality(Metric):
         self.kid_subset_size = kid_subset_size
         self.batch_size = batch_size
         self.bn_mode = bn_mode
+
+    def refuses(self, data: DataSource) -> str | None:
+        if getattr(data, "evaluation_classifier", None) is not None:
+            return None
+        supported = registered_datasets_where(lambda cls: cls.evaluation_classifier is not None)
+        return (
+            f"sample-quality scores samples in the features of a classifier of the data set's "
+            f"digits; {type(data).__name__} declares none (data sets that do: "
+            f"{', '.join(supported)})"
+        )
 
     def __call__(self, context: EvaluationContext) -> MetricResult:
         classifier = classifier_for(context)

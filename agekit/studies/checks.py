@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from agekit.config import ExperimentConfig
+from agekit.config import ConfigError, ExperimentConfig
 from agekit.resolve import Resolver
 
 if TYPE_CHECKING:
@@ -37,10 +37,14 @@ class Checker:
         (:meth:`Resolver.check`), and each of its metrics builds with its options."""
         where = describe_run(self.source, run.run_id, run.axis_values)
         self.resolver.check(run.config, where)
+        data = self.dataset(where, run.config)
         for metric in run.metrics:
-            self.resolver.build(
+            built = self.resolver.build(
                 where,
                 f"metrics ({metric.name})",
                 ("metric", metric.name, metric.options),
                 partial(self.resolver.create, "metric", metric.name, metric.options),
             )
+            reason = built.refuses(data)
+            if reason is not None:
+                raise ConfigError(f"{where}: metrics ({metric.name}): {reason}")
