@@ -354,12 +354,17 @@ def registered_datasets_where(test: Callable[[type[DataSource]], bool]) -> list[
     return names
 
 
+def datasets_with_classifier() -> list[str]:
+    """The registered data sets that declare an ``evaluation_classifier``."""
+    return registered_datasets_where(lambda cls: cls.evaluation_classifier is not None)
+
+
 def classifier_for(context: EvaluationContext) -> EvaluationClassifier:
     """The evaluation classifier ``context.data`` declares; a clear error if it declares none."""
     name = context.dataset_name
     declared: ClassifierSource | None = getattr(context.data, "evaluation_classifier", None)
     if declared is None:
-        supported = registered_datasets_where(lambda cls: cls.evaluation_classifier is not None)
+        supported = datasets_with_classifier()
         raise ValueError(
             f"no evaluation classifier for data set {name!r}: classifier-based metrics support "
             f"{', '.join(supported)} (data sets that declare an `evaluation_classifier`)"

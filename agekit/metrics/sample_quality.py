@@ -10,9 +10,9 @@ from torch import Tensor
 from agekit.components import DataSource, Direction, EvaluationContext, Metric, MetricResult
 from agekit.metrics.classifier import (
     classifier_for,
+    datasets_with_classifier,
     generate_samples,
     load_split,
-    registered_datasets_where,
 )
 from agekit.metrics.features import (
     density_coverage,
@@ -99,7 +99,7 @@ class SampleQuality(Metric):
     def refuses(self, data: DataSource) -> str | None:
         if getattr(data, "evaluation_classifier", None) is not None:
             return None
-        supported = registered_datasets_where(lambda cls: cls.evaluation_classifier is not None)
+        supported = datasets_with_classifier()
         return (
             f"sample-quality scores samples in the features of a classifier of the data set's "
             f"digits; {type(data).__name__} declares none (data sets that do: "

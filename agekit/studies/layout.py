@@ -88,11 +88,17 @@ def unscored_metrics(folder: Path, run: PlannedRun) -> list[Component]:
     saved = read_json(run_dir(folder, run) / EVAL_FILE)
     if not isinstance(saved, dict) or not isinstance(saved.get("metrics"), dict):
         return []
-    specs = saved.get(METRIC_SPECS_KEY)
-    if not isinstance(specs, list):
-        # an evaluation from before records listed their metrics: by name only
-        specs = [{"name": name, "options": None} for name in saved["metrics"]]
+    specs = scored_specs(saved)
     return [m for m in run.metrics if not any(_same_metric(m, s) for s in specs)]
+
+
+def scored_specs(record: dict[str, Any]) -> list[Any]:
+    """The metrics an evaluation record's scores come from (:data:`METRIC_SPECS_KEY`); a record
+    from before records listed them knows its metrics by name only (options None)."""
+    specs = record.get(METRIC_SPECS_KEY)
+    if isinstance(specs, list):
+        return specs
+    return [{"name": name, "options": None} for name in record["metrics"]]
 
 
 def _same_metric(metric: Component, spec: Any) -> bool:

@@ -169,6 +169,9 @@ class StudySpec(Strict):
                     self.cell_tuning(setting, ((axis, value),))  # the arm's space validates
         return self
 
+    def _arm(self, axis: str, value: Any) -> Arm | None:
+        return self.arms.get(axis, {}).get(value_label(value))
+
     def arm_keys(
         self, setting: str, axis_values: Sequence[tuple[str, Any]]
     ) -> list[tuple[str, Any]]:
@@ -176,7 +179,7 @@ class StudySpec(Strict):
         for ``setting``)."""
         keys: list[tuple[str, Any]] = []
         for axis, value in axis_values:
-            arm = self.arms.get(axis, {}).get(value_label(value))
+            arm = self._arm(axis, value)
             if arm is not None:
                 keys += [*arm.set.items(), *arm.settings.get(setting, {}).items()]
         return keys
@@ -188,7 +191,7 @@ class StudySpec(Strict):
         replacement is not a valid tuning table)."""
         tuning = setting.tuning
         for axis, value in axis_values:
-            arm = self.arms.get(axis, {}).get(value_label(value))
+            arm = self._arm(axis, value)
             changes = arm.tuning.get(setting.name) if arm is not None else None
             if changes and tuning is not None:
                 tuning = Tuning.model_validate({**tuning.model_dump(), **changes})

@@ -25,6 +25,7 @@ from agekit.studies.layout import (
     metric_spec,
     read_json,
     run_dir,
+    scored_specs,
     unscored_metrics,
 )
 from agekit.studies.planned import PlannedRun
@@ -118,9 +119,7 @@ def _score_missing(
             f"{added['seed']}) are not those its scores came from ({record['checkpoint']}, seed "
             f"{record['seed']}); remove {EVAL_FILE} to score the run afresh"
         )
-    kept = record.get(METRIC_SPECS_KEY)
-    if not isinstance(kept, list):  # scored before records listed their metrics: names only
-        kept = [{"name": name, "options": None} for name in record["metrics"]]
+    kept = scored_specs(record)
     replaced = {m.name for m in missing}
     record["metrics"].update(added["metrics"])
     record[METRIC_SPECS_KEY] = [
