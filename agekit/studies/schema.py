@@ -37,6 +37,10 @@ class Setting(Strict):
     #: This setting's training seeds, in place of the study's (a profile's seeds replace both):
     #: a setting whose single runs vary more needs more of them.
     seeds: list[int] | None = Field(None, min_length=1)
+    #: Another setting whose tuning chooses this one's configuration, cell by cell (the same axis
+    #: values): the same trial at another budget (e.g. equal wall clock) without a second search.
+    #: Its runs wait for that setting's choice.
+    tuned_by: str | None = None
 
     @field_validator("name")
     @classmethod
@@ -163,11 +167,26 @@ class StudySpec(Strict):
                         f"arms.{key!r}.{label}.tuning: settings {untuned} have no "
                         "[settings.tuning] table to change"
                     )
+        self._check_tuned_by()
         for setting in self.settings:
             for axis in self.arms:
                 for value in self.axes[axis]:
                     self.cell_tuning(setting, ((axis, value),))  # the arm's space validates
         return self
+
+    def _check_tuned_by(self) -> None:
+        tuned = {s.name: s for s in self.settings if s.tuning is not None}
+        for setting in self.settings:
+            if setting.tuned_by is None:
+                continue
+            where = f"settings {setting.name!r}: tuned_by {setting.tuned_by!r}"
+            if setting.tuning is not None:
+                raise ValueError(f"{where}: a setting either tunes itself or borrows a choice")
+            if setting.tuned_by not in tuned:
+                raise ValueError(
+                    f"{where}: expected the name of a setting with a [settings.tuning] table; "
+                    f"tuned settings: {sorted(tuned) or 'none'}"
+                )
 
     def _arm(self, axis: str, value: Any) -> Arm | None:
         return self.arms.get(axis, {}).get(value_label(value))

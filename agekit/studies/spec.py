@@ -33,6 +33,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ from agekit.studies.checks import Checker
 from agekit.studies.layout import STUDIES_DIR
 from agekit.studies.planned import PlannedRun, cell_name, value_label
 from agekit.studies.schema import SAFE_NAME, Profile, Setting, StudySpec
-from agekit.studies.tuning import Tuning
+from agekit.studies.tuning import Choice, Tuning
 
 
 def load_study(path: str | Path) -> tuple[StudySpec, Path]:
@@ -136,12 +137,17 @@ def plan(
             )
     _refuse_repeats(settings, axes, chosen, profile, spec, source)
     builder = RunBuilder(spec, source, out_dir, Checker(source))
+    by_name = {setting.name: setting for setting in settings}
     runs: list[PlannedRun] = []
     for setting in settings:
         overrides = _profile_overrides(chosen, setting.name)
         seeds = chosen.seeds if chosen and chosen.seeds else setting.seeds or spec.seeds
-        _refuse_tuning_seeds(setting, seeds, source)
-        runs += _setting_runs(builder, setting, axes, seeds, overrides, source)
+        lender = None
+        if setting.tuned_by is not None:
+            lent = by_name[setting.tuned_by]
+            lender = Lender(lent, _profile_overrides(chosen, lent.name))
+        _refuse_tuning_seeds(setting, lender.setting if lender else setting, seeds, source)
+        runs += _setting_runs(builder, setting, axes, seeds, overrides, lender)
     _refuse_unmeasured_primaries(settings, runs, source)
     ids = [r.run_id for r in runs]
     repeated = next((i for i in ids if ids.count(i) > 1), None)
@@ -159,7 +165,7 @@ def _setting_runs(
     axes: dict[str, list[Any]],
     seeds: Sequence[int],
     overrides: Sequence[tuple[str, Any]],
-    source: str,
+    lender: Lender | None,
 ) -> list[PlannedRun]:
     """One setting's runs, cell by cell: a tuned cell's tuning runs, then its runs at ``seeds``
     (with the tuning's choice once it is made). A cell's arms add their keys after the axis
@@ -170,15 +176,8 @@ def _setting_runs(
         axis_values = tuple(zip(axis_keys, combo, strict=True))
         cell = cell_name(setting.name, axis_values)
         keys = [*builder.spec.arm_keys(setting.name, axis_values), *overrides]
-        try:
-            tuning = builder.spec.cell_tuning(setting, axis_values)
-        except ValidationError as exc:
-            where = f"{source} (settings {setting.name!r}, cell {cell!r}: its arms' tuning)"
-            raise ConfigError(format_errors(exc, where)) from None
-        choice = None
-        if tuning is not None:
-            tune_runs, choice = builder.tuning(setting, tuning, cell, axis_values, keys)
-            runs += tune_runs
+        tune_runs, choice, tuned = _cell_choice(builder, setting, axis_values, keys, lender)
+        runs += tune_runs
         chosen = choice.values if choice else ()
         for seed in seeds:
             runs.append(
@@ -189,20 +188,60 @@ def _setting_runs(
                     axis_values,
                     [*keys, *chosen],
                     grid_values=chosen,
-                    awaiting_tuning=tuning is not None and choice is None,
+                    awaiting_tuning=tuned and choice is None,
                 )
             )
     return runs
 
 
-def _refuse_tuning_seeds(setting: Setting, seeds: Sequence[int], source: str) -> None:
-    """A tuning seed that is also a final seed would repeat a tuning run as a final one."""
-    if setting.tuning is None:
+@dataclass(frozen=True)
+class Lender:
+    """The setting whose tuning chooses a ``tuned_by`` setting's configuration, with the
+    profile's keys for it."""
+
+    setting: Setting
+    overrides: Sequence[tuple[str, Any]]
+
+
+def _cell_choice(
+    builder: RunBuilder,
+    setting: Setting,
+    axis_values: tuple[tuple[str, Any], ...],
+    keys: Sequence[tuple[str, Any]],
+    lender: Lender | None,
+) -> tuple[list[PlannedRun], Choice | None, bool]:
+    """A cell's tuning runs, its choice (None until made) and whether it is tuned at all. A
+    ``tuned_by`` setting's cell takes the choice of the same cell of its lender, whose own
+    planning lists the tuning runs."""
+    tuned = lender.setting if lender is not None else setting
+    cell = cell_name(tuned.name, axis_values)
+    try:
+        tuning = builder.spec.cell_tuning(tuned, axis_values)
+    except ValidationError as exc:
+        where = f"{builder.source} (settings {tuned.name!r}, cell {cell!r}: its arms' tuning)"
+        raise ConfigError(format_errors(exc, where)) from None
+    if tuning is None:
+        return [], None, False
+    if lender is None:
+        tune_runs, choice = builder.tuning(setting, tuning, cell, axis_values, keys)
+        return tune_runs, choice, True
+    lender_keys = [*builder.spec.arm_keys(tuned.name, axis_values), *lender.overrides]
+    _, choice = builder.tuning(tuned, tuning, cell, axis_values, lender_keys)
+    return [], choice, True
+
+
+def _refuse_tuning_seeds(
+    setting: Setting, tuned: Setting, seeds: Sequence[int], source: str
+) -> None:
+    """A tuning seed that is also a final seed would repeat a tuning run as a final one (or, for
+    a ``tuned_by`` setting, judge a choice on the seed that made it)."""
+    if tuned.tuning is None:
         return
-    clash = sorted(set(setting.tuning.seeds) & set(seeds))
+    clash = sorted(set(tuned.tuning.seeds) & set(seeds))
     if clash:
+        where = "" if tuned is setting else f"tuned_by {tuned.name!r}: "
         raise ConfigError(
-            f"{source}: settings {setting.name!r}: tuning.seeds {clash} are also the "
+            f"{source}: settings {setting.name!r}: {where}tuning.seeds {clash} are also the "
             "study's seeds; tuning seeds must differ so that no final run repeats a "
             "tuning run"
         )

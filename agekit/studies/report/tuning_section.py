@@ -43,6 +43,15 @@ def tuning_section(study: dict[str, Any], records: list[dict[str, Any]]) -> list
             if tuning.space != setting.tuning.space or tuning.grid != setting.tuning.grid:
                 lines += [f"{cell.split('__', 1)[-1]}'s own search: {_search_text(tuning)}", ""]
             lines += _cell_lines(tuning, cell, mine)
+    for setting in spec.settings:
+        if setting.tuned_by is not None:
+            lines += [
+                f"### {setting.name}",
+                "",
+                f"No search of its own: each cell runs the trial the same cell of "
+                f"{setting.tuned_by} chose, at this setting's budget.",
+                "",
+            ]
     return lines
 
 

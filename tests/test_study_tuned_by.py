@@ -1,0 +1,93 @@
+"""A setting that borrows another setting's tuning choice (``tuned_by``): the same trial at
+another budget, e.g. every game at an equal wall clock, without a second search."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_study_runner import _study
+
+from agekit.config import ConfigError
+from agekit.studies.runner import run_study
+from agekit.studies.spec import load_study, plan
+
+BORROWING = """
+name = "borrowing"
+seeds = [0]
+[[settings]]
+name = "ring"
+metrics = ["reconstruction"]
+[settings.tuning]
+grid = { "game.latent_weight" = [1.0, 1000.0] }
+metric = "reconstruction.recon_l1"
+goal = "min"
+seeds = [7]
+[[settings]]
+name = "ring-short"
+tuned_by = "ring"
+metrics = ["reconstruction"]
+config = { train = { steps = 3 } }
+[axes]
+"divergence.name" = ["gaussian-kl", "kozachenko-leonenko"]
+"""
+
+
+def test_a_borrowing_setting_plans_no_search_and_waits_for_the_lenders_choice(
+    tmp_path: Path,
+) -> None:
+    spec, source = load_study(_study(tmp_path, BORROWING))
+    runs = plan(spec, str(source), tmp_path / "out", check=False)
+    short = [r for r in runs if r.setting == "ring-short"]
+    assert len(short) == 2 and all(r.phase == "final" for r in short)
+    assert all(r.awaiting_tuning and not r.grid_values for r in short)
+    # the lender's tuning runs are planned once, under the lender
+    assert {r.setting for r in runs if r.phase == "tune"} == {"ring"}
+    assert len([r for r in runs if r.phase == "tune"]) == 2 * 2
+
+
+def test_a_borrowing_setting_runs_the_lenders_choice_at_its_own_budget(tmp_path: Path) -> None:
+    path = _study(tmp_path, BORROWING, steps=6, checkpoint_every=6)
+    out = tmp_path / "out"
+    result = run_study(path, out=out, jobs=1, progress=False)
+    assert not result.failed and len(result.finished) == 4 + 2 + 2
+    records = [json.loads(p.read_text()) for p in (out / "runs").glob("*/eval.json")]
+    finals = {r["cell"]: r for r in records if r["phase"] == "final"}
+    for divergence in ("gaussian-kl", "kozachenko-leonenko"):
+        lender = finals[f"ring__divergence={divergence}"]
+        borrower = finals[f"ring-short__divergence={divergence}"]
+        assert borrower["grid"] == lender["grid"] and lender["grid"]
+        assert borrower["config"]["game"] == lender["config"]["game"]
+        assert borrower["config"]["train"]["steps"] == 3
+        assert lender["config"]["train"]["steps"] == 6
+    report = (out / "report.md").read_text()
+    assert "### ring-short" in report and "No search of its own" in report
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ('tuned_by = "ring"', r"tuned_by 'nowhere': expected the name of a setting with a"),
+        ("[axes]", r"settings 'ring-short': tuned_by 'ring': a setting either tunes itself"),
+    ],
+)
+def test_a_borrowing_setting_must_name_a_tuned_setting_and_not_tune_itself(
+    tmp_path: Path, change: str, message: str
+) -> None:
+    replacement = {
+        'tuned_by = "ring"': 'tuned_by = "nowhere"',
+        "[axes]": (
+            '[settings.tuning]\ngrid = { "game.latent_weight" = [1.0] }\n'
+            'metric = "reconstruction.recon_l1"\ngoal = "min"\nseeds = [8]\n[axes]'
+        ),
+    }[change]
+    with pytest.raises(ConfigError, match=message):
+        load_study(_study(tmp_path, BORROWING.replace(change, replacement)))
+
+
+def test_a_borrowing_setting_may_not_run_a_seed_its_lender_tuned_on(tmp_path: Path) -> None:
+    body = BORROWING.replace('tuned_by = "ring"', 'tuned_by = "ring"\nseeds = [7]')
+    spec, source = load_study(_study(tmp_path, body))
+    with pytest.raises(ConfigError, match=r"'ring-short': tuned_by 'ring': tuning.seeds \[7\]"):
+        plan(spec, str(source), tmp_path / "out", check=False)
