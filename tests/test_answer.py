@@ -63,3 +63,51 @@ def test_readme_quotes_each_shipped_answer_verbatim() -> None:
         )
         # the report's sentence, produced from its Holm-adjusted primary tests, and nothing else
         assert block["text"].strip() == summary["answer"], block["study"]
+
+
+#: README's table of the games study: one row per game, each figure a mean over seeds from
+#: docs/results/games/summary.json ([95 % t interval] for the primaries).
+GAMES_TABLE = re.compile(r"<!-- table: games -->\n(?P<text>.*?)\n<!-- /table -->", re.S)
+GAMES_COLUMNS = [
+    ("mnist5k FD, equal its", "mnist5k", "sample-quality.fd_classifier", True),
+    ("FD, equal time", "mnist5k-equal-time", "sample-quality.fd_classifier", True),
+    ("test MSE", "mnist5k", "reconstruction.recon_mse", False),
+    ("ring8 KL, equal its", "ring8", "histogram-divergence.histogram_kl", True),
+    ("KL, equal time", "ring8-equal-time", "histogram-divergence.histogram_kl", True),
+    ("grid25 KL, equal its", "grid25", "histogram-divergence.histogram_kl", True),
+    ("KL, equal time", "grid25-equal-time", "histogram-divergence.histogram_kl", True),
+    ("grid25 modes", "grid25", "mode-coverage.modes_captured", False),
+]
+
+
+def games_table(summary: dict[str, object]) -> str:
+    """The games study's table as README prints it, from its summary alone."""
+    cells = summary["cells"]
+    assert isinstance(cells, dict)
+    games = sorted(
+        {cell.split("game=", 1)[1] for cell in cells},
+        key=lambda game: (game != "age", game),
+    )
+    rows = [
+        "| game | " + " | ".join(c[0] for c in GAMES_COLUMNS) + " |",
+        "|---" * (len(GAMES_COLUMNS) + 1) + "|",
+    ]
+    for game in games:
+        figures = []
+        for _, setting, key, interval in GAMES_COLUMNS:
+            metric = cells[f"{setting}__game={game}"]["metrics"][key]
+            text = f"{metric['mean']:.3g}"
+            if interval:
+                low, high = metric["ci95"]
+                text += f" [{low:.3g}, {high:.3g}]"
+            figures.append(text)
+        rows.append(f"| {game} | " + " | ".join(figures) + " |")
+    return "\n".join(rows)
+
+
+def test_readme_games_table_is_the_games_studys_summary() -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = GAMES_TABLE.search(readme)
+    assert block, "README has no <!-- table: games --> block"
+    summary = json.loads((ROOT / "docs" / "results" / "games" / "summary.json").read_text())
+    assert block["text"].strip() == games_table(summary)

@@ -91,3 +91,19 @@ def test_a_borrowing_setting_may_not_run_a_seed_its_lender_tuned_on(tmp_path: Pa
     spec, source = load_study(_study(tmp_path, body))
     with pytest.raises(ConfigError, match=r"'ring-short': tuned_by 'ring': tuning.seeds \[7\]"):
         plan(spec, str(source), tmp_path / "out", check=False)
+
+
+def test_a_borrowing_run_whose_lender_did_not_finish_tuning_names_the_missing_runs(
+    tmp_path: Path,
+) -> None:
+    body = BORROWING.replace('"divergence.name" = ["gaussian-kl", "kozachenko-leonenko"]', "")
+    path = _study(tmp_path, body.replace("[axes]", ""), steps=6, checkpoint_every=6)
+    out = tmp_path / "out"
+    spec, source = load_study(path)
+    tune_ids = [r.run_id for r in plan(spec, str(source), out, check=False) if r.phase == "tune"]
+    result = run_study(
+        path, out=out, jobs=1, progress=False, only=[tune_ids[0], "ring-short__seed0"]
+    )
+    assert result.finished == [tune_ids[0]]
+    assert list(result.failed) == ["ring-short__seed0"]
+    assert tune_ids[1] in result.failed["ring-short__seed0"]

@@ -42,7 +42,7 @@ from agekit.studies.layout import (
     study_dir,
 )
 from agekit.studies.parallel import run_parallel
-from agekit.studies.planned import PlannedRun
+from agekit.studies.planned import PlannedRun, cell_name
 from agekit.studies.result import StudyResult
 from agekit.studies.schema import StudySpec
 from agekit.studies.sequential import run_sequential
@@ -303,13 +303,17 @@ def _fail_awaiting(
     """Record as failed the selected final runs whose cell's tuning chose nothing, naming the
     tuning runs still missing (a tuning run failed or was not selected) or saying that none
     scored."""
+    settings = {setting.name: setting for setting in spec.settings}
     for run in runs:
         if not run.awaiting_tuning or (only and run.run_id not in only):
             continue
+        # a tuned_by setting's cell waits on the same cell of the setting it borrows from
+        tuned = settings[settings[run.setting].tuned_by or run.setting]
+        cell = cell_name(tuned.name, run.axis_values)
         missing = [
             r.run_id
             for r in runs
-            if r.phase == "tune" and r.tunes == run.cell and not is_complete(folder, r)
+            if r.phase == "tune" and r.tunes == cell and not is_complete(folder, r)
         ]
         if missing:
             reason = (
@@ -317,10 +321,10 @@ def _fail_awaiting(
                 "running the study again retries them"
             )
         else:
-            metric = next(s.tuning for s in spec.settings if s.name == run.setting)
+            metric = tuned.tuning.metric if tuned.tuning else "?"
             reason = (
                 f"its cell's tuning chose nothing: no trial has a finite mean "
-                f"{metric.metric if metric else '?'} over its tuning runs (see their eval.json)"
+                f"{metric} over its tuning runs (see their eval.json)"
             )
         _fail_unstarted(folder, run, reason, overall, result)
 
