@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from agekit.config import ConfigError
+from agekit.datasets.validation import hold_out_validation
+from agekit.registry import create
 from agekit.studies.spec import load_study, plan
 from agekit.studies.statistics import summarise
 
@@ -193,3 +195,12 @@ def test_a_metric_that_cannot_score_the_data_set_is_refused_before_training(
     spec, source = load_study(_write(tmp_path, text))
     with pytest.raises(ConfigError, match=r"metrics \(sample-quality\): .* Ring8 declares none"):
         plan(spec, str(source), tmp_path / "out")
+
+
+def test_mode_coverage_refuses_a_data_set_without_modes_and_accepts_the_mixtures() -> None:
+    metric = create("metric", "mode-coverage")
+    reason = metric.refuses(create("dataset", "mnist5k"))
+    assert reason is not None and "mode coverage is not defined for data set MNIST5k" in reason
+    ring8 = create("dataset", "ring8")
+    assert metric.refuses(ring8) is None
+    assert metric.refuses(hold_out_validation(ring8, 0.2)) is None  # a tuning run's data

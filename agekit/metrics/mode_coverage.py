@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from agekit.components import Direction, EvaluationContext, Metric, MetricResult
+from agekit.components import DataSource, Direction, EvaluationContext, Metric, MetricResult
 from agekit.metrics.classifier import (
     classifier_for,
     generate_samples,
@@ -140,17 +140,15 @@ class ModeCoverage(Metric):
             "bn_mode": self.bn_mode,
             "reverse_kl": "KL(p_model || uniform) over modes, nats, 0 log 0 = 0",
         }
-        known = getattr(context.data, "known_modes", None)
-        if known == "mixture" or (known is None and hasattr(context.data, "modes")):
+        protocol = _protocol(context.data)
+        if protocol == "mixture":
             return self._mixture(context, base)
-        if known == "classifier":
+        if protocol == "classifier":
             return self._classified(context, base)
-        supported = registered_datasets_where(lambda cls: cls.known_modes is not None)
-        raise ValueError(
-            f"mode coverage is not defined for data set {name!r}: it supports "
-            f"{', '.join(supported)} (data sets that declare `known_modes`, or any data set "
-            "exposing `modes` and `mode_std`)"
-        )
+        raise ValueError(_unsupported(repr(name)))
+
+    def refuses(self, data: DataSource) -> str | None:
+        return None if _protocol(data) is not None else _unsupported(type(data).__name__)
 
     def _mixture(self, context: EvaluationContext, base: dict[str, Any]) -> MetricResult:
         """The PacGAN 2-D protocol against the data set's own ``modes`` and ``mode_std``."""
@@ -204,3 +202,20 @@ class ModeCoverage(Metric):
             "classifier": classifier.protocol,
         }
         return MetricResult(values, protocol)
+
+
+def _protocol(data: DataSource) -> str | None:
+    """Which protocol counts ``data``'s modes: "mixture", "classifier", or None (neither)."""
+    known = getattr(data, "known_modes", None)
+    if known == "mixture" or (known is None and hasattr(data, "modes")):
+        return "mixture"
+    return "classifier" if known == "classifier" else None
+
+
+def _unsupported(dataset: str) -> str:
+    supported = registered_datasets_where(lambda cls: cls.known_modes is not None)
+    return (
+        f"mode coverage is not defined for data set {dataset}: it supports "
+        f"{', '.join(supported)} (data sets that declare `known_modes`, or any data set "
+        "exposing `modes` and `mode_std`)"
+    )
