@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import importlib
 import inspect
 import logging
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-from pydantic import ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 #: Notes for the person running agekit (a plugin reusing a built-in's name); commands print them.
 log = logging.getLogger(__name__)
@@ -349,9 +350,20 @@ def _option_fields(factory: Callable[..., Any]) -> dict[str, Any]:
     return fields
 
 
+@functools.cache
+def _options_model(factory: Callable[..., Any]) -> tuple[dict[str, Any], type[BaseModel]]:
+    """The factory's option fields and their pydantic model, built once per factory: a study
+    validates thousands of components, and building a model costs far more than using it."""
+    fields = _option_fields(factory)
+    model = create_model(
+        "Options", __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True), **fields
+    )
+    return fields, model
+
+
 def validate_options(factory: Callable[..., Any], options: dict[str, Any], label: str) -> dict:
     """Validate ``options`` against the factory's keyword signature, rejecting unknown keys."""
-    fields = _option_fields(factory)
+    fields, model = _options_model(factory)
     unknown = sorted(set(options) - set(fields))
     if unknown:
         accepted = ", ".join(sorted(fields)) or "(none)"
@@ -359,9 +371,6 @@ def validate_options(factory: Callable[..., Any], options: dict[str, Any], label
             f"{label} does not accept option(s) {', '.join(map(repr, unknown))}; "
             f"accepted options: {accepted}"
         )
-    model = create_model(
-        "Options", __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True), **fields
-    )
     try:
         parsed = model(**options)
     except ValidationError as exc:
