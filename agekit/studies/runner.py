@@ -26,6 +26,7 @@ from rich.markup import escape
 
 from agekit.config import ConfigError, config_to_dict
 from agekit.runs.provenance import PROVENANCE_KEY, provenance
+from agekit.studies.checks import Checker
 from agekit.studies.console import Overall, console, print_closing, run_work
 from agekit.studies.failures import record_reason
 from agekit.studies.layout import (
@@ -72,9 +73,15 @@ def run_study(
     """
     spec, source = load_study(path)
     folder = study_dir(spec.name, out)
-    runs = plan(spec, str(source), folder, profile)  # validates everything before any training
+    # validates everything before any training (with --only, what it selected: a worker of a
+    # parallel study runs one run, and checking all of them each time costs seconds per run)
+    runs = plan(spec, str(source), folder, profile, check=not only)
     spec = effective_spec(spec, str(source), profile)
     selected = _selected(runs, only)
+    if only:
+        checker = Checker(str(source))
+        for run in selected:
+            checker.check(run)
     _refuse_stale(source, folder, selected, archive)
     folder.mkdir(parents=True, exist_ok=True)
     _record_plan(spec, source, profile, runs, folder)
