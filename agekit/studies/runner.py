@@ -73,15 +73,9 @@ def run_study(
     """
     spec, source = load_study(path)
     folder = study_dir(spec.name, out)
-    # validates everything before any training (with --only, what it selected: a worker of a
-    # parallel study runs one run, and checking all of them each time costs seconds per run)
-    runs = plan(spec, str(source), folder, profile, check=not only)
+    runs = _planned(spec, source, folder, profile, only)
     spec = effective_spec(spec, str(source), profile)
     selected = _selected(runs, only)
-    if only:
-        checker = Checker(str(source))
-        for run in selected:
-            checker.check(run)
     _refuse_stale(source, folder, selected, archive)
     folder.mkdir(parents=True, exist_ok=True)
     _record_plan(spec, source, profile, runs, folder)
@@ -115,6 +109,20 @@ def run_study(
         _write_report(folder)
     print_closing(spec, overall, result)
     return result
+
+
+def _planned(
+    spec: StudySpec, source: Path, folder: Path, profile: str | None, only: Sequence[str]
+) -> list[PlannedRun]:
+    """Every run, validated before any training; with ``only``, the values of the selected runs
+    alone are checked (a parallel study's worker runs one run, and checking every run each time
+    cost seconds per run)."""
+    runs = plan(spec, str(source), folder, profile, check=not only)
+    if only:
+        checker = Checker(str(source))
+        for run in _selected(runs, only):
+            checker.check(run)
+    return runs
 
 
 def _selected(runs: list[PlannedRun], only: Sequence[str]) -> list[PlannedRun]:
