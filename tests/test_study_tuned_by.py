@@ -8,30 +8,18 @@ from pathlib import Path
 
 import pytest
 from test_study_runner import _study
+from test_study_tuning import TUNED
 
 from agekit.config import ConfigError
 from agekit.studies.runner import run_study
 from agekit.studies.spec import load_study, plan
 
-BORROWING = """
-name = "borrowing"
-seeds = [0]
-[[settings]]
-name = "ring"
-metrics = ["reconstruction"]
-[settings.tuning]
-grid = { "game.latent_weight" = [1.0, 1000.0] }
-metric = "reconstruction.recon_l1"
-goal = "min"
-seeds = [7]
-[[settings]]
-name = "ring-short"
-tuned_by = "ring"
-metrics = ["reconstruction"]
-config = { train = { steps = 3 } }
-[axes]
-"divergence.name" = ["gaussian-kl", "kozachenko-leonenko"]
-"""
+#: test_study_tuning's tuned study at one seed, with a setting that borrows its choice.
+BORROWING = TUNED.replace("seeds = [0, 1]\n", "seeds = [0]\n", 1).replace(
+    "[axes]",
+    '[[settings]]\nname = "ring-short"\ntuned_by = "ring"\nmetrics = ["reconstruction"]\n'
+    "config = { train = { steps = 3 } }\n[axes]",
+)
 
 
 def test_a_borrowing_setting_plans_no_search_and_waits_for_the_lenders_choice(
