@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_study_runner import _study
 from test_study_tuning import TUNED
 
 from agekit.config import ConfigError
+from agekit.studies.builder import RunBuilder
 from agekit.studies.runner import run_study
+from agekit.studies.schema import Setting
 from agekit.studies.spec import load_study, plan
+from agekit.studies.tuning import Tuning
 
 #: test_study_tuning's tuned study at one seed, with a setting that borrows its choice.
 BORROWING = TUNED.replace("seeds = [0, 1]\n", "seeds = [0]\n", 1).replace(
@@ -23,10 +27,20 @@ BORROWING = TUNED.replace("seeds = [0, 1]\n", "seeds = [0]\n", 1).replace(
 
 
 def test_a_borrowing_setting_plans_no_search_and_waits_for_the_lenders_choice(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec, source = load_study(_study(tmp_path, BORROWING))
+    built: list[str] = []
+    plan_tuning = RunBuilder._plan_tuning
+
+    def counted(self: RunBuilder, setting: Setting, tuning: Tuning, cell: str, *rest: Any) -> Any:
+        built.append(cell)
+        return plan_tuning(self, setting, tuning, cell, *rest)
+
+    monkeypatch.setattr(RunBuilder, "_plan_tuning", counted)
     runs = plan(spec, str(source), tmp_path / "out", check=False)
+    # the borrower reads the choice of each lender cell that the lender's planning built
+    assert sorted(built) == sorted({r.tunes for r in runs if r.phase == "tune"})
     short = [r for r in runs if r.setting == "ring-short"]
     assert len(short) == 2 and all(r.phase == "final" for r in short)
     assert all(r.awaiting_tuning and not r.grid_values for r in short)

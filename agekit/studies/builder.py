@@ -10,7 +10,7 @@ rung 1 once rung 0 is evaluated, and the cell's choice once every deciding run i
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,11 @@ class RunBuilder:
     source: str
     out_dir: Path
     checker: Checker
+    #: Per cell, its tuning runs and choice: a ``tuned_by`` setting reads its lender's cells,
+    #: which the lender's own planning has already built.
+    _tunings: dict[str, tuple[list[PlannedRun], Choice | None]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def run(
         self,
@@ -90,6 +95,18 @@ class RunBuilder:
     ) -> tuple[list[PlannedRun], Choice | None]:
         """A cell's tuning runs planned so far (under halving, rung 1 once rung 0 is evaluated)
         and its choice (None until every deciding run is evaluated)."""
+        if cell not in self._tunings:
+            self._tunings[cell] = self._plan_tuning(setting, tuning, cell, axis_values, overrides)
+        return self._tunings[cell]
+
+    def _plan_tuning(
+        self,
+        setting: Setting,
+        tuning: Tuning,
+        cell: str,
+        axis_values: tuple[tuple[str, Any], ...],
+        overrides: Sequence[tuple[str, Any]],
+    ) -> tuple[list[PlannedRun], Choice | None]:
         held_out = [
             ("data.heldout", "validation"),
             ("data.validation_fraction", tuning.validation_fraction),
